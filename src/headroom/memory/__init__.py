@@ -1,0 +1,47 @@
+"""Persistent memory for LLM applications.
+
+``open_memory(user_id)`` gives the memory API of one user on its own; the client wrappers build on
+it. Everything public is listed in ``__all__``; modules starting with ``_`` are private.
+"""
+
+from ._api import MemoryInput, UserMemory, open_memory
+from ._embedders import Embedder, HashEmbedder, LocalEmbedder, OpenAIEmbedder
+from ._errors import (
+    EmbedderUnavailableError,
+    EmbeddingError,
+    EmbeddingModelMismatchError,
+    ForeignDatabaseError,
+    HeadroomMemoryError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
+from ._models import CATEGORIES, MAX_TEXT_CHARS, Category, Memory, Source
+from ._sqlite import SQLiteStore, default_db_path
+from ._store import Store
+
+__all__ = [
+    "CATEGORIES",
+    "MAX_TEXT_CHARS",
+    "Category",
+    "Embedder",
+    "EmbedderUnavailableError",
+    "EmbeddingError",
+    "EmbeddingModelMismatchError",
+    "ForeignDatabaseError",
+    "HashEmbedder",
+    "HeadroomMemoryError",
+    "InvalidInputError",
+    "LocalEmbedder",
+    "Memory",
+    "MemoryInput",
+    "NotFoundError",
+    "OpenAIEmbedder",
+    "SQLiteStore",
+    "Source",
+    "StorageError",
+    "Store",
+    "UserMemory",
+    "default_db_path",
+    "open_memory",
+]

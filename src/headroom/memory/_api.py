@@ -1,0 +1,197 @@
+"""The memory API of one user: what ``client.memory`` is, and what ``open_memory`` returns.
+
+It validates input, embeds, and hands rows to a store; it holds no state of its own beyond the user
+id and the two objects it was given, so many of them can share one store and one embedder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from ._embedders import Embedder, make_embedder
+from ._errors import InvalidInputError, NotFoundError
+from ._models import (
+    CATEGORIES,
+    SOURCES,
+    Category,
+    Memory,
+    Source,
+    new_id,
+    utcnow,
+    validate_category,
+    validate_metadata,
+    validate_text,
+    validate_user_id,
+)
+from ._sqlite import SQLiteStore
+from ._store import Store
+
+__all__ = ["UserMemory", "open_memory", "MemoryInput"]
+
+logger = logging.getLogger(__name__)
+
+#: One item for ``add_many``: a text, or a mapping with ``text`` (or ``content``), ``category``, ``metadata``.
+MemoryInput = str | Mapping[str, Any]
+MAX_TOP_K = 1000
+
+
+class UserMemory:
+    """Search, add and manage the memories of one user."""
+
+    def __init__(self, user_id: str, store: Store, embedder: Embedder, *, owns_store: bool = False) -> None:
+        self.user_id = validate_user_id(user_id)
+        self.store = store
+        self.embedder = embedder
+        self._owns_store = owns_store
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def search(self, query: str, top_k: int = 5, category: Category | None = None) -> list[tuple[Memory, float]]:
+        """The ``top_k`` memories most similar to ``query``, best first, with cosine scores."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("search query must be a non-empty string")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInputError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
+        if category is not None:
+            validate_category(category)
+        vector = self.embedder.embed([query])[0]
+        return self.store.search(self.user_id, vector, top_k, category)
+
+    def get(self, memory_id: str) -> Memory:
+        memory = self.store.get(self.user_id, memory_id)
+        if memory is None:
+            raise NotFoundError(f"no memory {memory_id!r} for user {self.user_id!r}")
+        return memory
+
+    def get_all(self, category: Category | None = None) -> list[Memory]:
+        """Every live memory of this user, oldest first."""
+        if category is not None:
+            validate_category(category)
+        return self.store.list(self.user_id, category)
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.store.counts(self.user_id)
+        total = sum(counts.values())
+        return {
+            "user_id": self.user_id,
+            "total_memories": total,
+            "total_chunks": total,  # the name headroom-ai's users already read
+            "by_category": {name: counts.get(name, 0) for name in CATEGORIES},
+            "db_path": self.store.path,
+            "embedding_model": self.embedder.name,
+            "embedding_dim": self.embedder.dim,
+        }
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        text: str,
+        category: Category = "fact",
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        source: Source = "manual",
+    ) -> Memory:
+        """Store one memory; a text the user already has returns the existing memory instead."""
+        return self.add_many([{"text": text, "category": category, "metadata": metadata}], source=source)[0]
+
+    def add_many(self, items: Iterable[MemoryInput], *, source: Source = "manual") -> list[Memory]:
+        """Store several memories with one embedding batch and one transaction.
+
+        Every item is validated before anything is embedded or written, so one bad item stores none.
+        """
+        if source not in SOURCES:
+            raise InvalidInputError(f"unknown source {source!r}")
+        drafts = [self._draft(item, source) for item in items]
+        results: list[Memory | None] = [self.store.find_text(self.user_id, d.text) for d in drafts]
+        todo = [i for i, found in enumerate(results) if found is None]
+        if todo:
+            vectors = self.embedder.embed([drafts[i].text for i in todo])
+            for i, stored in zip(todo, self.store.add([drafts[i] for i in todo], vectors)):
+                results[i] = stored
+        return [m for m in results if m is not None]
+
+    def _draft(self, item: MemoryInput, source: Source) -> Memory:
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(f"a memory must be a string or a mapping, not {type(item).__name__}")
+        now = utcnow()
+        return Memory(
+            id=new_id(),
+            user_id=self.user_id,
+            text=validate_text(item.get("text", item.get("content"))),
+            category=validate_category(item.get("category") or "fact"),
+            created_at=now,
+            updated_at=now,
+            source=source,
+            metadata=validate_metadata(item.get("metadata")),
+        )
+
+    def update(self, memory_id: str, text: str | None = None, category: Category | None = None,
+               metadata: Mapping[str, Any] | None = None) -> Memory:
+        """Change a memory's text, category or metadata; a new text is embedded again."""
+        current = self.get(memory_id)
+        changes: dict[str, Any] = {"updated_at": utcnow()}
+        vector: np.ndarray | None = None
+        if text is not None:
+            changes["text"] = validate_text(text)
+            vector = self.embedder.embed([changes["text"]])[0]
+        if category is not None:
+            changes["category"] = validate_category(category)
+        if metadata is not None:
+            changes["metadata"] = validate_metadata(metadata)
+        return self.store.update(dataclasses.replace(current, **changes), vector)
+
+    def delete(self, memory_id: str) -> bool:
+        """Remove one memory; False when this user has no memory with that id."""
+        return self.store.delete(self.user_id, memory_id)
+
+    def clear(self) -> int:
+        """Remove every memory of this user; returns how many were removed."""
+        return self.store.clear(self.user_id)
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> "UserMemory":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"UserMemory(user_id={self.user_id!r}, db_path={self.store.path!r}, embedder={self.embedder.name!r})"
+
+
+def open_memory(
+    user_id: str,
+    db_path: str | os.PathLike[str] | None = None,
+    *,
+    embedder: Embedder | None = None,
+    use_local_embeddings: bool = True,
+    embedding_model: str | None = None,
+    store: Store | None = None,
+) -> UserMemory:
+    """The memory of ``user_id``, on its own, without any LLM client.
+
+    ``db_path`` defaults to ``$HEADROOM_MEMORY_DB`` or ``~/.headroom/memory.db``. Pass ``embedder=``
+    (any object with ``name``, ``dim`` and ``embed``) or ``store=`` to supply your own.
+    """
+    validate_user_id(user_id)
+    if embedder is None:
+        embedder = make_embedder(use_local_embeddings, embedding_model)
+    owns = store is None
+    if store is None:
+        store = SQLiteStore(db_path, embedding_model=embedder.name, embedding_dim=embedder.dim)
+    return UserMemory(user_id, store, embedder, owns_store=owns)
+
+

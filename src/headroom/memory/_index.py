@@ -1,0 +1,86 @@
+"""The in-process vector index of one user: a normalized float32 matrix kept in step with writes.
+
+A search is one matrix-vector product and a partial sort; nothing is read from disk. The store
+owns the index and its lock; this module knows nothing of SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ._models import CATEGORIES, Memory
+
+__all__ = ["VectorIndex"]
+
+_CATEGORY_CODE = {name: code for code, name in enumerate(CATEGORIES)}
+
+
+class VectorIndex:
+    """Rows of one user's live memories; ``version`` is the store's change counter it reflects."""
+
+    def __init__(self, dim: int, version: int) -> None:
+        self.version = version
+        self._dim = dim
+        self._matrix = np.empty((0, dim), dtype=np.float32)
+        self._codes = np.empty(0, dtype=np.int8)
+        self._memories: list[Memory] = []
+        self._row: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._memories)
+
+    def _grow(self, extra: int) -> None:
+        needed = len(self._memories) + extra
+        if needed <= len(self._matrix):
+            return
+        capacity = max(needed, 2 * len(self._matrix), 16)
+        matrix = np.empty((capacity, self._dim), dtype=np.float32)
+        codes = np.empty(capacity, dtype=np.int8)
+        n = len(self._memories)
+        matrix[:n] = self._matrix[:n]
+        codes[:n] = self._codes[:n]
+        self._matrix, self._codes = matrix, codes
+
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray) -> None:
+        self._grow(len(memories))
+        for memory, vector in zip(memories, vectors):
+            row = len(self._memories)
+            self._matrix[row] = vector
+            self._codes[row] = _CATEGORY_CODE[memory.category]
+            self._memories.append(memory)
+            self._row[memory.id] = row
+
+    def replace(self, memory: Memory, vector: np.ndarray | None) -> None:
+        row = self._row[memory.id]
+        self._memories[row] = memory
+        self._codes[row] = _CATEGORY_CODE[memory.category]
+        if vector is not None:
+            self._matrix[row] = vector
+
+    def remove(self, memory_id: str) -> None:
+        """Drop one row by moving the last row into its place."""
+        row = self._row.pop(memory_id, None)
+        if row is None:
+            return
+        last = len(self._memories) - 1
+        if row != last:
+            moved = self._memories[last]
+            self._memories[row] = moved
+            self._matrix[row] = self._matrix[last]
+            self._codes[row] = self._codes[last]
+            self._row[moved.id] = row
+        self._memories.pop()
+
+    def search(self, query: np.ndarray, top_k: int, category: str | None = None) -> list[tuple[Memory, float]]:
+        n = len(self._memories)
+        if n == 0 or top_k <= 0:
+            return []
+        scores = self._matrix[:n] @ query
+        if category is not None:
+            scores = np.where(self._codes[:n] == _CATEGORY_CODE[category], scores, -np.inf)
+        k = min(top_k, n)
+        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(self._memories[i], float(scores[i])) for i in top if scores[i] > -np.inf]

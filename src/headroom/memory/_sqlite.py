@@ -1,0 +1,446 @@
+"""The SQLite backend: one file, WAL, numbered migrations, FTS5, and a per-user vector index.
+
+One connection per store, serialized by a lock, so any number of threads may share a store. Other
+connections (other processes, other stores) are noticed through ``PRAGMA data_version`` and a
+per-user change counter, and the affected index is reloaded before the next search.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ._errors import (
+    EmbeddingModelMismatchError,
+    ForeignDatabaseError,
+    InvalidInputError,
+    StorageError,
+)
+from ._index import VectorIndex
+from ._models import Memory, normalize_text
+
+__all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]
+
+logger = logging.getLogger(__name__)
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_COLUMNS = "id, user_id, text, category, source, metadata, created_at, updated_at, superseded_by"
+
+
+def default_db_path() -> Path:
+    """``$HEADROOM_MEMORY_DB``, else ``~/.headroom/memory.db``."""
+    env = os.environ.get("HEADROOM_MEMORY_DB")
+    return Path(env).expanduser() if env else Path.home() / ".headroom" / "memory.db"
+
+
+# --- migrations: ordered functions, each applied with its record in one transaction -------------
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE headroom_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        """CREATE TABLE memories (
+            pk INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            norm_text TEXT NOT NULL,
+            category TEXT NOT NULL CHECK (category IN ('preference', 'fact', 'context')),
+            source TEXT NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            superseded_by TEXT REFERENCES memories(id),
+            embedding BLOB NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX memories_user ON memories (user_id, created_at)")
+    db.execute(
+        "CREATE UNIQUE INDEX memories_user_text ON memories (user_id, norm_text) "
+        "WHERE superseded_by IS NULL"
+    )
+    # One counter per user, bumped by every write, so a cached index knows when it is stale.
+    db.execute("CREATE TABLE user_versions (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID")
+    db.execute(
+        "CREATE VIRTUAL TABLE memories_fts USING fts5("
+        "text, content='memories', content_rowid='pk', tokenize='porter unicode61')"
+    )
+    db.execute(
+        "CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN "
+        "INSERT INTO memories_fts (rowid, text) VALUES (new.pk, new.text); END"
+    )
+    db.execute(
+        "CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN "
+        "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', old.pk, old.text); END"
+    )
+    db.execute(
+        "CREATE TRIGGER memories_fts_update AFTER UPDATE OF text ON memories BEGIN "
+        "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', old.pk, old.text); "
+        "INSERT INTO memories_fts (rowid, text) VALUES (new.pk, new.text); END"
+    )
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+    (1, "initial schema", _m001_initial),
+]
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+def _to_time(value: float) -> datetime:
+    return datetime.fromtimestamp(value, timezone.utc)
+
+
+def _row_to_memory(row: tuple) -> Memory:
+    return Memory(
+        id=row[0],
+        user_id=row[1],
+        text=row[2],
+        category=row[3],
+        source=row[4],
+        metadata=json.loads(row[5]),
+        created_at=_to_time(row[6]),
+        updated_at=_to_time(row[7]),
+        superseded_by=row[8],
+    )
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+class SQLiteStore:
+    """Memories of many users in one SQLite file, for one embedding model."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        embedding_model: str,
+        embedding_dim: int,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.path = str(Path(path).expanduser() if path is not None else default_db_path())
+        self.embedding_model = embedding_model
+        self.embedding_dim = embedding_dim
+        self._lock = threading.RLock()
+        self._indexes: dict[str, VectorIndex] = {}
+        self._verified: set[str] = set()  # users whose index was checked since data_version moved
+        self._create_file()
+        self._db = self._connect(busy_timeout)
+        try:
+            self._migrate()
+            self._check_model()
+            self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StorageError(f"cannot use {self.path}: {exc}") from exc
+        except Exception:
+            self._db.close()
+            raise
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def _create_file(self) -> None:
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StorageError(f"cannot create the directory for {path}: {exc}") from exc
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot create {path}: {exc}") from exc
+        if path.is_dir():
+            raise StorageError(f"{path} is a directory, not a database file")
+        try:
+            with open(path, "rb") as handle:
+                header = handle.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc}") from exc
+        if header and header != _SQLITE_HEADER:
+            raise StorageError(f"{path} is not an SQLite database; refusing to touch it")
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "headroom_migrations" not in tables:
+                raise ForeignDatabaseError(
+                    f"{self.path} is an SQLite database of another application "
+                    f"(tables: {', '.join(sorted(tables)[:5])}); refusing to touch it"
+                )
+            self._set_wal(db)
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StorageError(f"{self.path} is corrupt or not a database: {exc}") from exc
+        except Exception:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _set_wal(db: sqlite3.Connection) -> None:
+        # Switching to WAL takes an exclusive lock the busy handler does not always wait for.
+        for attempt in range(50):
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.05)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front so concurrent writers queue instead of failing."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot write to {self.path}: {exc}") from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StorageError(f"cannot commit to {self.path}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        self._db.execute("ROLLBACK")
+        self._indexes.clear()  # an index may have been patched for the write that did not happen
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS headroom_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+        applied = {r[0] for r in self._db.execute("SELECT version FROM headroom_migrations")}
+        for version, name, migrate in MIGRATIONS:
+            if version in applied:
+                continue
+            with self._write() as db:
+                # Another process may have applied it while we waited for the write lock.
+                if db.execute("SELECT 1 FROM headroom_migrations WHERE version = ?", (version,)).fetchone():
+                    continue
+                migrate(db)
+                db.execute(
+                    "INSERT INTO headroom_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+                logger.info("applied migration %d (%s) to %s", version, name, self.path)
+
+    def _check_model(self) -> None:
+        with self._write() as db:
+            rows = dict(db.execute("SELECT key, value FROM headroom_meta WHERE key LIKE 'embedding_%'"))
+            if not rows:
+                db.executemany(
+                    "INSERT INTO headroom_meta (key, value) VALUES (?, ?)",
+                    [("embedding_model", self.embedding_model), ("embedding_dim", str(self.embedding_dim))],
+                )
+                return
+        if rows.get("embedding_model") != self.embedding_model or rows.get("embedding_dim") != str(
+            self.embedding_dim
+        ):
+            raise EmbeddingModelMismatchError(
+                f"{self.path} holds vectors of {rows.get('embedding_model')} "
+                f"({rows.get('embedding_dim')} dimensions); it cannot be used with {self.embedding_model} "
+                f"({self.embedding_dim}). Use another db_path or the same embedding model."
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            self._indexes.clear()
+
+    # -- the per-user index -----------------------------------------------------------------------
+
+    def _bump(self, db: sqlite3.Connection, user_id: str) -> int:
+        return db.execute(
+            "INSERT INTO user_versions (user_id, version) VALUES (?, 1) "
+            "ON CONFLICT (user_id) DO UPDATE SET version = version + 1 RETURNING version",
+            (user_id,),
+        ).fetchone()[0]
+
+    def _index_after_write(self, user_id: str, version: int) -> VectorIndex | None:
+        """The user's index if it may be patched in place: it was current just before this write."""
+        index = self._indexes.get(user_id)
+        if index is not None and index.version == version - 1:
+            index.version = version
+            return index
+        self._indexes.pop(user_id, None)  # someone else wrote in between: reload on next search
+        return None
+
+    def _index(self, user_id: str) -> VectorIndex:
+        data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if data_version != self._data_version:  # another connection committed since we looked
+            self._data_version = data_version
+            self._verified.clear()
+        index = self._indexes.get(user_id)
+        if index is not None and user_id not in self._verified:
+            row = self._db.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)).fetchone()
+            if (row[0] if row else 0) != index.version:
+                index = None
+        if index is None:
+            index = self._load_index(user_id)
+            self._indexes[user_id] = index
+        self._verified.add(user_id)
+        return index
+
+    def _load_index(self, user_id: str) -> VectorIndex:
+        db = self._db
+        db.execute("BEGIN")  # one snapshot for the counter and the rows
+        try:
+            row = db.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)).fetchone()
+            rows = db.execute(
+                f"SELECT {_COLUMNS}, embedding FROM memories WHERE user_id = ? AND superseded_by IS NULL",
+                (user_id,),
+            ).fetchall()
+        finally:
+            db.execute("COMMIT")
+        index = VectorIndex(self.embedding_dim, row[0] if row else 0)
+        if rows:
+            vectors = np.frombuffer(b"".join(r[-1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+            index.add([_row_to_memory(r) for r in rows], vectors)
+        logger.debug("loaded %d vectors of user %r from %s", len(rows), user_id, self.path)
+        return index
+
+    # -- the Store protocol -----------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read {self.path}: {exc}") from exc
+
+    def find_text(self, user_id: str, text: str) -> Memory | None:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND norm_text = ? AND superseded_by IS NULL",
+            (user_id, normalize_text(text)),
+        )
+        return _row_to_memory(rows[0]) if rows else None
+
+    def get(self, user_id: str, memory_id: str) -> Memory | None:
+        rows = self._read(f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
+        return _row_to_memory(rows[0]) if rows else None
+
+    def list(self, user_id: str, category: str | None = None) -> list[Memory]:
+        sql = f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND superseded_by IS NULL"
+        params: tuple = (user_id,)
+        if category is not None:
+            sql += " AND category = ?"
+            params += (category,)
+        return [_row_to_memory(r) for r in self._read(sql + " ORDER BY created_at, pk", params)]
+
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray) -> list[Memory]:
+        result: list[Memory] = []
+        fresh: list[tuple[Memory, np.ndarray]] = []
+        with self._lock, self._write() as db:
+            for memory, vector in zip(memories, vectors):
+                norm = normalize_text(memory.text)
+                existing = db.execute(
+                    f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND norm_text = ? "
+                    "AND superseded_by IS NULL",
+                    (memory.user_id, norm),
+                ).fetchone()
+                if existing is not None:
+                    result.append(_row_to_memory(existing))
+                    continue
+                db.execute(
+                    "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, "
+                    "created_at, updated_at, superseded_by, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        memory.id, memory.user_id, memory.text, norm, memory.category, memory.source,
+                        json.dumps(dict(memory.metadata)), memory.created_at.timestamp(),
+                        memory.updated_at.timestamp(), memory.superseded_by, _blob(vector),
+                    ),
+                )
+                result.append(memory)
+                fresh.append((memory, vector))
+            for user in {m.user_id for m, _ in fresh}:
+                index = self._index_after_write(user, self._bump(db, user))
+                if index is not None:
+                    mine = [(m, v) for m, v in fresh if m.user_id == user]
+                    index.add([m for m, _ in mine], np.asarray([v for _, v in mine], dtype=np.float32))
+        return result
+
+    def update(self, memory: Memory, vector: np.ndarray | None) -> Memory:
+        norm = normalize_text(memory.text)
+        with self._lock, self._write() as db:
+            clash = db.execute(
+                "SELECT id FROM memories WHERE user_id = ? AND norm_text = ? AND id != ? AND superseded_by IS NULL",
+                (memory.user_id, norm, memory.id),
+            ).fetchone()
+            if clash is not None:
+                raise InvalidInputError(f"memory {clash[0]} already has this text")
+            sets = "text = ?, norm_text = ?, category = ?, metadata = ?, updated_at = ?"
+            params: list = [memory.text, norm, memory.category, json.dumps(dict(memory.metadata)),
+                            memory.updated_at.timestamp()]
+            if vector is not None:
+                sets += ", embedding = ?"
+                params.append(_blob(vector))
+            changed = db.execute(
+                f"UPDATE memories SET {sets} WHERE user_id = ? AND id = ?", (*params, memory.user_id, memory.id)
+            ).rowcount
+            if changed:
+                index = self._index_after_write(memory.user_id, self._bump(db, memory.user_id))
+                if index is not None:
+                    index.replace(memory, vector)
+        return memory
+
+    def delete(self, user_id: str, memory_id: str) -> bool:
+        with self._lock, self._write() as db:
+            gone = db.execute("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)).rowcount
+            if gone:
+                index = self._index_after_write(user_id, self._bump(db, user_id))
+                if index is not None:
+                    index.remove(memory_id)
+        return bool(gone)
+
+    def clear(self, user_id: str) -> int:
+        with self._lock, self._write() as db:
+            gone = db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,)).rowcount
+            self._indexes[user_id] = VectorIndex(self.embedding_dim, self._bump(db, user_id))
+        return gone
+
+    def search(
+        self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None
+    ) -> list[tuple[Memory, float]]:
+        with self._lock:
+            try:
+                index = self._index(user_id)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read {self.path}: {exc}") from exc
+            return index.search(np.asarray(query, dtype=np.float32), top_k, category)
+
+    def counts(self, user_id: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT category, COUNT(*) FROM memories WHERE user_id = ? AND superseded_by IS NULL GROUP BY category",
+            (user_id,),
+        )
+        return dict(rows)

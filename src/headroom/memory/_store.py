@@ -1,0 +1,53 @@
+"""The storage protocol: what the memory API needs from a backend.
+
+Every method is scoped by ``user_id``; a backend must never let one user's call see, count or change
+another user's rows. Vectors arrive already normalized, as float32 rows.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ._models import Memory
+
+__all__ = ["Store"]
+
+
+class Store(Protocol):
+    path: str
+    embedding_model: str
+    embedding_dim: int
+
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray) -> list[Memory]:
+        """Store new memories; a text the user already has returns the existing memory instead."""
+        ...
+
+    def find_text(self, user_id: str, text: str) -> Memory | None:
+        """The user's live memory with the same text after case and white-space folding."""
+        ...
+
+    def get(self, user_id: str, memory_id: str) -> Memory | None: ...
+
+    def list(self, user_id: str, category: str | None = None) -> list[Memory]: ...
+
+    def update(self, memory: Memory, vector: np.ndarray | None) -> Memory:
+        """Replace text/category/metadata of an existing memory (and its vector, when given)."""
+        ...
+
+    def delete(self, user_id: str, memory_id: str) -> bool: ...
+
+    def clear(self, user_id: str) -> int: ...
+
+    def search(
+        self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None
+    ) -> list[tuple[Memory, float]]:
+        """Live memories by cosine similarity to ``query``, best first."""
+        ...
+
+    def counts(self, user_id: str) -> dict[str, int]:
+        """Live memories per category."""
+        ...
+
+    def close(self) -> None: ...
