@@ -220,6 +220,9 @@ class SQLiteStore:
                 raise StorageError(f"cannot write to {self.path}: {exc}") from exc
             try:
                 yield self._db
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StorageError(f"write to {self.path} failed: {exc}") from exc
             except BaseException:
                 self._rollback()
                 raise

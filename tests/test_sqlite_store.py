@@ -1,0 +1,150 @@
+"""The SQLite file itself: schema, migrations, permissions, FTS, model pinning, refusing bad files."""
+
+import dataclasses
+import os
+import sqlite3
+import stat
+
+import numpy as np
+import pytest
+
+from headroom.memory import (
+    EmbeddingModelMismatchError,
+    ForeignDatabaseError,
+    HashEmbedder,
+    SQLiteStore,
+    StorageError,
+    default_db_path,
+    open_memory,
+)
+from headroom.memory._sqlite import MIGRATIONS
+
+
+def raw(path):
+    return sqlite3.connect(path)
+
+
+def test_new_file_is_private_wal_and_migrated(hashed, db_path):
+    hashed.add("Plays the cello")
+    assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600
+    db = raw(db_path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    applied = db.execute("SELECT version, name FROM headroom_migrations ORDER BY version").fetchall()
+    assert applied == [(v, name) for v, name, _ in MIGRATIONS]
+    assert dict(db.execute("SELECT key, value FROM headroom_meta")) == {
+        "embedding_model": "hash-64", "embedding_dim": "64"}
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "memories_user" in indexes
+
+
+def test_reopening_applies_no_migration_twice(db_path):
+    for _ in range(3):
+        open_memory("u", db_path, embedder=HashEmbedder()).close()
+    assert raw(db_path).execute("SELECT COUNT(*) FROM headroom_migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_vectors_are_little_endian_float32(hashed, db_path):
+    m = hashed.add("Rides a red bicycle")
+    blob = raw(db_path).execute("SELECT embedding FROM memories WHERE id = ?", (m.id,)).fetchone()[0]
+    stored = np.frombuffer(blob, dtype="<f4")
+    assert np.allclose(stored, HashEmbedder().embed(["Rides a red bicycle"])[0])
+
+
+def test_fts_index_follows_add_update_delete_clear(hashed, db_path):
+    def fts(word):
+        return [r[0] for r in raw(db_path).execute(
+            "SELECT m.text FROM memories_fts f JOIN memories m ON m.pk = f.rowid WHERE memories_fts MATCH ?",
+            (word,))]
+    m = hashed.add("Collects vintage keyboards")
+    assert fts("keyboard") == ["Collects vintage keyboards"]  # porter stemming
+    hashed.update(m.id, text="Collects vintage typewriters")
+    assert fts("keyboards") == [] and fts("typewriters") == ["Collects vintage typewriters"]
+    hashed.delete(m.id)
+    assert fts("typewriters") == []
+    hashed.add("Grows tomatoes")
+    hashed.clear()
+    assert fts("tomatoes") == []
+
+
+def test_another_embedding_model_is_refused(db_path):
+    with open_memory("alice", db_path, embedder=HashEmbedder(64)) as memory:
+        memory.add("Speaks Portuguese")
+    with pytest.raises(EmbeddingModelMismatchError, match="hash-64"):
+        open_memory("alice", db_path, embedder=HashEmbedder(32))
+    with open_memory("alice", db_path, embedder=HashEmbedder(64)) as memory:
+        assert [m.text for m in memory.get_all()] == ["Speaks Portuguese"]
+
+
+def test_foreign_sqlite_file_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "app.db"
+    db = raw(path)
+    db.execute("CREATE TABLE orders (id INTEGER)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(ForeignDatabaseError):
+        open_memory("alice", str(path), embedder=HashEmbedder())
+    assert path.read_bytes() == before
+
+
+def test_non_database_file_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("my precious notes\n" * 100)
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        open_memory("alice", str(path), embedder=HashEmbedder())
+    assert path.read_text() == "my precious notes\n" * 100
+
+
+def test_corrupt_database_is_a_storage_error(db_path):
+    with open_memory("alice", db_path, embedder=HashEmbedder()) as memory:
+        memory.add("Knows Rust")
+    data = bytearray(open(db_path, "rb").read())
+    data[100:4096] = b"\xff" * (4096 - 100)  # keep the header, wreck the schema page
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(db_path + suffix):
+            os.remove(db_path + suffix)
+    open(db_path, "wb").write(bytes(data))
+    with pytest.raises(StorageError):
+        open_memory("alice", db_path, embedder=HashEmbedder())
+
+
+def test_directory_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageError, match="directory"):
+        open_memory("alice", str(blocker / "sub" / "memory.db"), embedder=HashEmbedder())
+
+
+def test_missing_directories_are_created(tmp_path):
+    path = tmp_path / "a" / "b" / "memory.db"
+    with open_memory("alice", str(path), embedder=HashEmbedder()) as memory:
+        memory.add("Has two kids")
+    assert path.is_file()
+
+
+def test_default_location_and_env_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("HEADROOM_MEMORY_DB", raising=False)
+    assert default_db_path() == tmp_path / ".headroom" / "memory.db"
+    with open_memory("alice", embedder=HashEmbedder()) as memory:
+        assert memory.stats()["db_path"] == str(tmp_path / ".headroom" / "memory.db")
+    assert stat.S_IMODE(os.stat(tmp_path / ".headroom").st_mode) == 0o700
+    monkeypatch.setenv("HEADROOM_MEMORY_DB", str(tmp_path / "env.db"))
+    with open_memory("alice", embedder=HashEmbedder()) as memory:
+        assert memory.stats()["db_path"] == str(tmp_path / "env.db")
+    with open_memory("alice", str(tmp_path / "arg.db"), embedder=HashEmbedder()) as memory:
+        assert memory.stats()["db_path"] == str(tmp_path / "arg.db")
+
+
+def test_a_batch_that_fails_midway_stores_nothing(db_path):
+    store = SQLiteStore(db_path, embedding_model="hash-64", embedding_dim=64)
+    memory = open_memory("alice", embedder=HashEmbedder(), store=store)
+    kept = memory.add("Has a garden")
+    memory.search("garden")  # the index is loaded and must stay in step
+    good = dataclasses.replace(kept, id="good", text="Has a shed")
+    bad = dataclasses.replace(kept, id="bad", text="Has a pond", category="opinion")  # bypasses validation
+    vectors = HashEmbedder().embed(["Has a shed", "Has a pond"])
+    with pytest.raises(StorageError, match="CHECK constraint"):
+        store.add([good, bad], vectors)
+    assert [m.id for m in memory.get_all()] == [kept.id]
+    assert [m.id for m, _ in memory.search("shed", top_k=5)] == [kept.id]
