@@ -1,0 +1,108 @@
+"""Embedders: the real local model (ONNX fast path against torch), OpenAI over real HTTP, hashing."""
+
+import numpy as np
+import openai
+import pytest
+
+from headroom.memory import (
+    EmbeddingError,
+    HashEmbedder,
+    InvalidInputError,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    open_memory,
+)
+from headroom.memory._embedders import make_embedder
+from headroom.memory._local_model import onnx_cache_path
+from headroom.scripted_server import ScriptedServer, hash_vector
+
+SENTENCES = [
+    "I prefer Python for backend work",
+    "We use PostgreSQL",
+    "What database should I use for my new project? " * 40,  # longer than the 256-token window
+    "ok",
+]
+
+
+def test_local_embedder_uses_onnx_and_returns_unit_rows(local_embedder):
+    assert local_embedder.backend == "onnx"
+    vectors = local_embedder.embed(SENTENCES)
+    assert vectors.shape == (4, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Batching and padding do not change a sentence's vector.
+    alone = np.vstack([local_embedder.embed([s]) for s in SENTENCES])
+    assert np.allclose(vectors, alone, atol=1e-5)
+    assert local_embedder.embed([]).shape == (0, 384)
+
+
+def test_onnx_export_from_scratch_matches_sentence_transformers(tmp_path):
+    onnx = LocalEmbedder(backend="onnx", cache_dir=str(tmp_path))
+    torch_model = LocalEmbedder(backend="torch")
+    got, want = onnx.embed(SENTENCES), torch_model.embed(SENTENCES)
+    assert onnx_cache_path(str(tmp_path)).is_file()
+    assert torch_model.backend == "torch"
+    assert np.min(np.sum(got * want, axis=1)) > 0.9999
+
+
+def test_local_embedder_knows_meaning(local_embedder):
+    a, b, c = local_embedder.embed(["I love programming in Python", "Python is my favourite language",
+                                    "The weather in Lisbon is sunny"])
+    assert a @ b > 0.6 > a @ c
+
+
+def test_openai_embedder_over_http():
+    with ScriptedServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test")
+        embedder = OpenAIEmbedder(client)
+        embedder.batch_size = 3  # force several requests
+        vectors = embedder.embed([f"text {i}" for i in range(7)])
+    assert embedder.name == "text-embedding-3-small" and embedder.dim == 1536
+    assert vectors.shape == (7, 1536)
+    assert np.allclose(vectors[5], hash_vector("text 5", 1536), atol=1e-6)
+    sent = [r.body for r in server.requests]
+    assert [len(b["input"]) for b in sent] == [3, 3, 1]
+    assert {b["model"] for b in sent} == {"text-embedding-3-small"}
+
+
+def test_openai_embedder_end_to_end_memory(db_path):
+    with ScriptedServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test")
+        memory = open_memory("alice", db_path, embedder=OpenAIEmbedder(client))
+        m = memory.add("Prefers Go for CLIs")
+        assert memory.search("Prefers Go for CLIs")[0] == (m, pytest.approx(1.0, abs=1e-5))
+        assert memory.stats()["embedding_dim"] == 1536
+
+
+def test_dead_embedding_service_is_an_embedding_error_and_loses_nothing(db_path):
+    with ScriptedServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        memory = open_memory("alice", db_path, embedder=OpenAIEmbedder(client))
+        kept = memory.add("Has a dog")
+        server.handlers["/v1/embeddings"] = lambda body: (503, {"error": {"message": "down", "type": "server"}})
+        with pytest.raises(EmbeddingError, match="text-embedding-3-small"):
+            memory.add("Has a cat")
+        with pytest.raises(EmbeddingError):
+            memory.search("pets")
+        server.handlers["/v1/embeddings"] = lambda body: (200, {"object": "list", "data": [
+            {"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}], "model": "x", "usage": {}})
+        with pytest.raises(EmbeddingError, match="shape"):
+            memory.add("Has a hamster")
+    assert memory.get_all() == [kept]
+
+
+def test_make_embedder_follows_the_spec_switches():
+    assert isinstance(make_embedder(True, "all-MiniLM-L6-v2"), LocalEmbedder)
+    assert isinstance(make_embedder(True, "sentence-transformers/all-MiniLM-L6-v2"), LocalEmbedder)
+    remote = make_embedder(False, "all-MiniLM-L6-v2")  # the spec's default model name with local off
+    assert isinstance(remote, OpenAIEmbedder) and remote.name == "text-embedding-3-small"
+    assert make_embedder(False, "text-embedding-3-large").dim == 3072
+    with pytest.raises(InvalidInputError):
+        make_embedder(True, "bge-large")
+    with pytest.raises(InvalidInputError):
+        OpenAIEmbedder(model="mystery-model")
+
+
+def test_hash_embedder_is_deterministic():
+    a = HashEmbedder().embed(["same words", "other"])
+    b = HashEmbedder().embed(["same words", "other"])
+    assert np.array_equal(a, b) and not np.allclose(a[0], a[1])
