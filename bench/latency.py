@@ -1,0 +1,125 @@
+"""add / search latency of the memory API against its floor, for 100 to 100k memories of one user.
+
+    .venv/bin/python bench/latency.py [--sizes 100,1000,10000,100000] [--samples 300]
+
+The floor of a search is the embedder on the query alone plus one numpy matrix product over the
+same vectors (on one BLAS thread, as the index runs it: see ``single_blas_thread``); the floor of an add is one embedding plus one INSERT and COMMIT on a bare SQLite file.
+Filler memories get random unit vectors (search cost depends on the matrix size, not its content);
+every timed add and search embeds its text with the real local model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from headroom.memory import LocalEmbedder, Memory, open_memory
+from headroom.memory._index import single_blas_thread
+from headroom.memory._models import new_id, utcnow
+
+WORDS = ("python postgres billing deploy kafka react rust vacation dentist marathon budget kubernetes "
+         "sister guitar sushi invoice tokyo migration onboarding review").split()
+
+
+def sentence(rng: np.random.Generator, i: int) -> str:
+    return f"{' '.join(rng.choice(WORDS, 6))} note {i}"
+
+
+def fill(memory, n: int, dim: int, rng: np.random.Generator) -> None:
+    now = utcnow()
+    for start in range(0, n, 5000):
+        count = min(5000, n - start)
+        vectors = rng.standard_normal((count, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        rows = [Memory(new_id(), memory.user_id, f"filler memory {start + i}", "fact", now, now)
+                for i in range(count)]
+        memory.store.add(rows, vectors)
+        print(f"\r  filling {start + count}/{n}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000
+
+
+def bench_size(n: int, samples: int, embedder: LocalEmbedder, workdir: Path) -> dict:
+    rng = np.random.default_rng(n)
+    memory = open_memory("bench", str(workdir / f"bench-{n}.db"), embedder=embedder)
+    fill(memory, n, embedder.dim, rng)
+    matrix = np.frombuffer(
+        b"".join(r[0] for r in sqlite3.connect(memory.store.path).execute(
+            "SELECT embedding FROM memories WHERE user_id = 'bench'")), dtype="<f4").reshape(n, -1).copy()
+    bare = sqlite3.connect(str(workdir / f"bare-{n}.db"), isolation_level=None)
+    bare.execute("PRAGMA journal_mode = WAL")
+    bare.execute("PRAGMA synchronous = NORMAL")
+    bare.execute("CREATE TABLE t (id TEXT, text TEXT, embedding BLOB)")
+    memory.search("warm up the index")
+    search, search_floor, add, add_floor = [], [], [], []
+    for i in range(samples):
+        query = sentence(rng, i) + "?"
+        t = time.perf_counter()
+        q = embedder.embed([query])[0]
+        with single_blas_thread():
+            scores = matrix @ q
+        np.argpartition(-scores, 4)[:5]
+        search_floor.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        memory.search(query, top_k=5)
+        search.append(time.perf_counter() - t)
+        text = sentence(rng, n + i)
+        t = time.perf_counter()
+        v = embedder.embed([text + " floor"])[0]
+        bare.execute("BEGIN IMMEDIATE")
+        bare.execute("INSERT INTO t VALUES (?, ?, ?)", (new_id(), text, v.tobytes()))
+        bare.execute("COMMIT")
+        add_floor.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        memory.add(text)
+        add.append(time.perf_counter() - t)
+    memory.close()
+    result = {
+        "memories": n,
+        "add_p50_ms": pct(add, 50), "add_floor_p50_ms": pct(add_floor, 50),
+        "search_p50_ms": pct(search, 50), "search_p95_ms": pct(search, 95),
+        "search_floor_p50_ms": pct(search_floor, 50), "search_floor_p95_ms": pct(search_floor, 95),
+    }
+    result["add_ratio"] = result["add_p50_ms"] / result["add_floor_p50_ms"]
+    result["search_ratio"] = result["search_p50_ms"] / result["search_floor_p50_ms"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,1000,10000,100000")
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--out", default="bench/out/latency.json")
+    args = parser.parse_args()
+    embedder = LocalEmbedder()
+    embedder.embed(["load the model"])
+    print(f"embedder: {embedder.name} via {embedder.backend}", file=sys.stderr)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            print(f"{n} memories:", file=sys.stderr)
+            results.append(bench_size(n, args.samples, embedder, Path(tmp)))
+    header = ("memories", "add p50", "add floor", "add ratio", "search p50", "search p95",
+              "search floor p50", "search ratio")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in results:
+        print(f"| {r['memories']:,} | {r['add_p50_ms']:.2f} ms | {r['add_floor_p50_ms']:.2f} ms | "
+              f"{r['add_ratio']:.2f}x | {r['search_p50_ms']:.2f} ms | {r['search_p95_ms']:.2f} ms | "
+              f"{r['search_floor_p50_ms']:.2f} ms | {r['search_ratio']:.2f}x |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
