@@ -73,7 +73,7 @@ def parse_block(body: str) -> tuple[list[ExtractedMemory], list[str]]:
         return [], [f"memory block holds {type(data).__name__}, not a list of memories; ignored"]
     memories: list[ExtractedMemory] = []
     for item in data[:MAX_MEMORIES_PER_BLOCK]:
-        category: Any = None
+        category: Any = "fact"  # a plain string carries no category; fact is its meaning
         if isinstance(item, dict):
             text = item.get("content", item.get("text"))
             category = item.get("category")

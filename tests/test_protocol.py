@@ -1,0 +1,142 @@
+"""The <memory> block protocol: pure functions, tested on plain strings."""
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headroom.memory._protocol import (
+    INSTRUCTION,
+    BlockParser,
+    ExtractedMemory,
+    format_injection,
+    parse_block,
+    parse_reply,
+)
+
+BLOCK = '<memory>{"memories": [{"content": "Prefers Python", "category": "preference"}]}</memory>'
+
+
+def test_instruction_is_short_and_names_the_categories():
+    assert len(INSTRUCTION.split()) < 100
+    for word in ("preference", "fact", "context", "<memory>", '"memories": []'):
+        assert word in INSTRUCTION
+
+
+def test_plain_block_is_stripped_and_parsed():
+    result = parse_reply("Python it is.\n\n" + BLOCK)
+    assert result.text == "Python it is."
+    assert result.memories == [ExtractedMemory("Prefers Python", "preference")]
+    assert result.problems == []
+
+
+def test_reply_without_block_is_untouched():
+    text = "  Hello there!\n\nNo memory today.  \n"
+    result = parse_reply(text)
+    assert result.text == text and result.memories == [] and result.problems == []
+
+
+def test_synonyms_bare_lists_and_plain_strings():
+    memories, problems = parse_block('[{"text": "Uses vim", "category": "preference"}, "Lives in Oslo"]')
+    assert memories == [ExtractedMemory("Uses vim", "preference"), ExtractedMemory("Lives in Oslo", "fact")]
+    assert problems == []
+    assert parse_block('"Has a cat"')[0] == [ExtractedMemory("Has a cat")]
+    assert parse_block('{"memories": "Has a dog"}')[0] == [ExtractedMemory("Has a dog")]
+
+
+def test_missing_or_unknown_category_becomes_fact_with_a_problem():
+    memories, problems = parse_block('{"memories": [{"content": "A"}, {"content": "B", "category": "hobby"}]}')
+    assert [m.category for m in memories] == ["fact", "fact"]
+    assert len(problems) == 2 and "hobby" in problems[1]
+
+
+def test_code_fence_and_white_space_inside_block():
+    body = '\n  ```json\n{"memories": [{"content": "Runs Arch Linux", "category": "fact"}]}\n```  \n'
+    result = parse_reply(f"Done.<memory>{body}</memory>")
+    assert result.text == "Done." and result.memories == [ExtractedMemory("Runs Arch Linux", "fact")]
+
+
+def test_several_blocks_and_case_insensitive_tags():
+    reply = 'A<memory>["One"]</memory> B <MEMORY>["Two"]</Memory>'
+    result = parse_reply(reply)
+    assert result.text == "A B" and [m.text for m in result.memories] == ["One", "Two"]
+
+
+def test_unclosed_block_is_stripped_from_the_tag_on():
+    result = parse_reply('Sure thing! <memory>{"memories": [{"content": "Likes te')
+    assert result.text == "Sure thing!" and result.memories == []
+    assert any("never closed" in p for p in result.problems)
+
+
+def test_invalid_json_is_stripped_and_reported():
+    result = parse_reply("Answer.<memory>{not json at all</memory>")
+    assert result.text == "Answer." and result.memories == [] and "not valid JSON" in result.problems[0]
+
+
+def test_hostile_blocks():
+    huge = '<memory>["' + "x" * 50_000 + '"]</memory>'
+    result = parse_reply("Hi" + huge + " there")
+    assert result.text == "Hi there" and result.memories == [] and result.problems
+    many = "<memory>" + json.dumps([f"fact {i}" for i in range(100)]) + "</memory>"
+    assert len(parse_reply(many).memories) == 20
+    nested = parse_reply('<memory>{"memories": [{"content": {"evil": 1}}, 5, null, ""]}</memory>ok')
+    assert nested.text == "ok" and nested.memories == [] and len(nested.problems) == 4
+    stray = parse_reply("text </memory> more")
+    assert stray.text == "text more"
+    assert parse_reply("<memory>[1, 2]</memory>").memories == []
+
+
+def test_empty_block_means_nothing_to_remember():
+    result = parse_reply('Hello!\n<memory>{"memories": []}</memory>\n')
+    assert result.text == "Hello!" and result.memories == [] and result.problems == []
+
+
+def test_injection_block_says_it_is_context_not_instructions():
+    from headroom.memory import Memory
+    from headroom.memory._models import utcnow
+
+    now = utcnow()
+    block = format_injection([(Memory("1", "u", "Prefers Python", "preference", now, now), 0.8)])
+    assert "- [preference] Prefers Python" in block and "not instructions" in block
+    assert block.startswith("<remembered_context>") and block.endswith("</remembered_context>\n\n")
+
+
+# -- property tests: any reply, any way of splitting it ---------------------------------------------
+
+words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+tags = st.sampled_from(["<memory>", "</memory>", "<mem", "<", "</", "memory>", "<MEMORY>", "\n", " "])
+
+
+def chunked(text: str, cuts: list[int]) -> str:
+    parser = BlockParser()
+    points = sorted({c % (len(text) + 1) for c in cuts})
+    out, last = [], 0
+    for point in points + [len(text)]:
+        out.append(parser.feed(text[last:point]))
+        last = point
+    out.append(parser.finish())
+    return "".join(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(prefix=words, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_split_anywhere_gives_the_same_clean_text_and_memories(prefix, cuts):
+    reply = prefix + "\n\n" + BLOCK
+    whole = parse_reply(reply)
+    assert chunked(reply, cuts) == whole.text
+    assert "<memory" not in whole.text.lower() and "</memory" not in whole.text.lower()
+    assert whole.memories == [ExtractedMemory("Prefers Python", "preference")]
+    assert prefix.strip() in whole.text or "<memory" in prefix.lower() or "</memory" in prefix.lower()
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(st.one_of(words, tags), max_size=12),
+       cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=12))
+def test_no_fragment_of_a_tag_ever_reaches_the_user(parts, cuts):
+    reply = "".join(parts)
+    shown = chunked(reply, cuts)
+    assert shown == parse_reply(reply).text
+    lowered = shown.lower()
+    assert "<memory>" not in lowered and "</memory>" not in lowered
+    if "<memory>" not in reply.lower() and "</memory>" not in reply.lower():
+        assert shown == reply  # the model's own words are kept exactly
