@@ -10,6 +10,7 @@ EXPECTED = {
     "EmbeddingModelMismatchError", "ForeignDatabaseError", "HashEmbedder", "HeadroomMemoryError",
     "InvalidInputError", "LocalEmbedder", "Memory", "MemoryInput", "NotFoundError", "OpenAIEmbedder",
     "SQLiteStore", "Source", "StorageError", "Store", "UserMemory", "default_db_path", "open_memory",
+    "with_fast_memory", "MemoryClient",
 }
 
 

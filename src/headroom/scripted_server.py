@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ScriptedServer", "RecordedRequest", "hash_vector"]
+__all__ = ["ScriptedServer", "RecordedRequest", "hash_vector", "chat_completion", "rule_based_reply"]
 
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 
@@ -43,6 +46,87 @@ def _embeddings(body: dict[str, Any], dim: int) -> tuple[int, dict[str, Any]]:
     return 200, {"object": "list", "data": data, "model": body.get("model", ""), "usage": usage}
 
 
+def chat_completion(body: dict[str, Any], replies: list[Any]) -> dict[str, Any]:
+    """A chat.completion object with one choice per reply (a string, or a message dict)."""
+    choices = []
+    for i, reply in enumerate(replies):
+        message = {"role": "assistant", "content": reply} if isinstance(reply, str) else {
+            "role": "assistant", "content": None, **reply}
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    completion = sum(len(str(c["message"].get("content") or "").split()) for c in choices)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "scripted"),
+        "choices": choices,
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
+
+
+# What the rule-based stand-in "hears" in a user message: (pattern, memory template, category).
+_RULES = [
+    (re.compile(r"\bI(?:'m| am) an? ([^.,;!?]+?)(?: at ([^.,;!?]+))?[.,;!?]", re.I), "category-fact"),
+    (re.compile(r"\bI (?:prefer|like|love) ([^.,;!?]+)", re.I), "Prefers {0}"),
+    (re.compile(r"\bwe use ([^.,;!?]+)", re.I), "Uses {0}"),
+    (re.compile(r"\bI(?:'m| am) (?:working on|migrating|building) ([^.,;!?]+)", re.I), "Working on {0}"),
+]
+
+
+def _hear(text: str) -> list[dict[str, str]]:
+    heard: list[dict[str, str]] = []
+    for pattern, template in _RULES:
+        for match in pattern.finditer(text):
+            if template == "category-fact":
+                what, where = match.group(1).strip(), match.group(2)
+                if what.lower().startswith(("working", "migrating", "building")):
+                    continue
+                heard.append({"content": f"Is a {what}", "category": "fact"})
+                if where:
+                    heard.append({"content": f"Works at {where.strip()}", "category": "fact"})
+            elif template.startswith("Prefers"):
+                heard.append({"content": template.format(match.group(1).strip()), "category": "preference"})
+            elif template.startswith("Working"):
+                heard.append({"content": template.format(match.group(1).strip()), "category": "context"})
+            else:
+                heard.append({"content": template.format(match.group(1).strip()), "category": "fact"})
+    return heard
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def rule_based_reply(body: dict[str, Any]) -> str:
+    """A stand-in for a model, by rules: it answers from remembered context and, when the system
+    message asks for a ``<memory>`` block, reports what it heard the user say about themselves."""
+    messages = body.get("messages") or []
+    users = [m for m in messages if m.get("role") == "user"]
+    said = _text(users[-1].get("content")) if users else ""
+    remembered: list[str] = []
+    context = re.search(r"<remembered_context>(.*?)</remembered_context>", said, re.S)
+    if context:
+        remembered = [line[2:].split("] ", 1)[-1] for line in context.group(1).splitlines() if line.startswith("- [")]
+        said = said[context.end():].strip()
+    heard = _hear(said)
+    if remembered:
+        answer = "Given what I remember about you (" + "; ".join(remembered) + "), I'd build on that."
+    elif heard:
+        answer = "Thanks, noted: " + "; ".join(h["content"] for h in heard) + "."
+    else:
+        answer = f"You said: {said[:200]}" if said else "Hello! How can I help?"
+    system = " ".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+    if "<memory>" in system:
+        answer += "\n\n<memory>" + json.dumps({"memories": heard}) + "</memory>"
+    return answer
+
+
 @dataclass
 class ScriptedServer:
     """Routes ``POST /v1/<path>`` to a handler; by default it answers embeddings deterministically."""
@@ -53,6 +137,10 @@ class ScriptedServer:
 
     def __post_init__(self) -> None:
         self.handlers.setdefault("/v1/embeddings", lambda body: _embeddings(body, self.embedding_dim))
+        self.handlers.setdefault(
+            "/v1/chat/completions",
+            lambda body: (200, chat_completion(body, [rule_based_reply(body)] * int(body.get("n") or 1))),
+        )
         self._lock = threading.Lock()
         server = self
 
@@ -89,6 +177,19 @@ class ScriptedServer:
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
+
+    def script_chat(self, reply: Callable[[dict[str, Any]], Any]) -> None:
+        """Answer chat completions with ``reply(body)``: a string, a message dict, or a list (one per choice)."""
+
+        def handle(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            result = reply(body)
+            return 200, chat_completion(body, result if isinstance(result, list) else [result])
+
+        self.handlers["/v1/chat/completions"] = handle
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        """Bodies of the chat completion requests received so far."""
+        return [r.body for r in self.requests if r.path == "/v1/chat/completions"]
 
     def start(self) -> "ScriptedServer":
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-server", daemon=True)

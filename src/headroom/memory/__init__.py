@@ -6,6 +6,7 @@ it. Everything public is listed in ``__all__``; modules starting with ``_`` are 
 
 from ._api import MemoryInput, UserMemory, open_memory
 from ._embedders import Embedder, HashEmbedder, LocalEmbedder, OpenAIEmbedder
+from ._fast import MemoryClient, with_fast_memory
 from ._errors import (
     EmbedderUnavailableError,
     EmbeddingError,
@@ -44,4 +45,6 @@ __all__ = [
     "UserMemory",
     "default_db_path",
     "open_memory",
+    "with_fast_memory",
+    "MemoryClient",
 ]

@@ -1,0 +1,216 @@
+"""with_fast_memory end to end: the real openai SDK over HTTP to a scripted server on 127.0.0.1."""
+
+import copy
+import json
+import logging
+
+import openai
+import pytest
+
+from headroom.memory import InvalidInputError, with_fast_memory
+from headroom.scripted_server import ScriptedServer
+
+from .spec_examples import examples
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path, local_embedder):
+    with ScriptedServer() as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("HEADROOM_MEMORY_DB", str(tmp_path / "spec.db"))
+        yield srv
+
+
+def user_text(body):
+    return [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+
+
+def system_text(body):
+    return "\n".join(m["content"] for m in body["messages"] if m["role"] == "system")
+
+
+# The imports of the spec's Quick Start, which its later sections take as given.
+PREAMBLE = "from openai import OpenAI\nfrom headroom.memory import with_fast_memory\n"
+
+
+def run(code: str) -> dict:
+    namespace: dict = {}
+    exec(compile(PREAMBLE + code, "<spec>", "exec"), namespace)
+    return namespace
+
+
+# -- the spec's examples, as written -----------------------------------------------------------------
+
+
+def test_quick_start(server, capsys):
+    (code,) = examples("### Zero-Latency Memory (Recommended)")
+    ns = run(code)
+    first, second = server.chat_requests()
+    assert "<memory>" in system_text(first) and "<remembered_context>" not in user_text(first)
+    assert [m.text for m in ns["client"].memory.get_all()] == ["Prefers Python for backend work"]
+    assert "Prefers Python for backend work" in user_text(second)  # injected into the new conversation
+    assert user_text(second).endswith("What language should I use?")
+    answer = ns["response"].choices[0].message.content
+    assert "Python" in answer and "<memory" not in answer
+
+
+def test_memory_api_section(server, capsys):
+    (code,) = examples("## Memory API")
+    ns = run(code)
+    assert capsys.readouterr().out.strip() == "Total memories: 0"  # cleared just before stats
+    assert ns["all_memories"][0].text == "User is a senior engineer"
+
+
+def test_multi_turn_example(server, capsys):
+    (code,) = examples("## Example: Multi-Turn Conversation")
+    ns = run(code)
+    stored = {m.text for m in ns["client"].memory.get_all()}
+    assert stored == {"Is a Python developer", "Works at a fintech startup", "Uses PostgreSQL"}
+    first, second = server.chat_requests()
+    assert "Uses PostgreSQL" in user_text(second)
+    out = capsys.readouterr().out
+    assert "PostgreSQL" in out and "<memory" not in out
+    assert "<memory" not in ns["response"].choices[0].message.content
+
+
+def test_multi_user_isolation(server):
+    (code,) = examples("## Multi-User Isolation")
+    ns = run(code)
+    alice, bob = ns["alice_client"], ns["bob_client"]
+    alice.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "I prefer Rust for CLIs."}])
+    bob.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Which language for CLIs?"}])
+    assert [m.text for m in alice.memory.get_all()] == ["Prefers Rust for CLIs"]
+    assert bob.memory.get_all() == [] and bob.memory.search("Rust for CLIs") == []
+    assert "Rust" not in user_text(server.chat_requests()[-1])
+    assert ns["agent_client"].memory.stats()["total_chunks"] == 0
+
+
+# -- requests it must not break ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(server, tmp_path):
+    with with_fast_memory(openai.OpenAI(), user_id="jane", db_path=str(tmp_path / "m.db")) as c:
+        yield c
+
+
+def test_caller_messages_are_never_mutated_and_earlier_turns_stay_identical(client, server):
+    client.memory.add("Prefers PostgreSQL for storage", "preference")
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Which storage do I prefer?"},
+    ]
+    before = copy.deepcopy(messages)
+    client.chat.completions.create(model="m", messages=messages)
+    assert messages == before
+    sent = server.chat_requests()[-1]["messages"]
+    assert sent[1:3] == messages[1:3]
+    assert sent[0]["content"].startswith("You are terse.") and "<memory>" in sent[0]["content"]
+    assert sent[3]["content"].startswith("<remembered_context>")
+    assert "- [preference] Prefers PostgreSQL for storage" in sent[3]["content"]
+    assert sent[3]["content"].endswith("Which storage do I prefer?")
+
+
+def test_unrelated_memories_are_not_injected(client, server):
+    client.memory.add("Has a cat named Miso", "fact")
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Explain TCP slow start"}])
+    assert "remembered_context" not in user_text(server.chat_requests()[-1])
+
+
+def test_tool_call_reply_without_content(client, server):
+    server.script_chat(lambda body: {"tool_calls": [{"id": "call_1", "type": "function",
+                                                     "function": {"name": "lookup", "arguments": "{}"}}]})
+    response = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "I prefer tea."}],
+        tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}])
+    assert response.choices[0].message.content is None
+    assert response.choices[0].message.tool_calls[0].function.name == "lookup"
+    assert client.memory.get_all() == []
+
+
+def test_json_mode_gets_memories_but_no_instruction(client, server):
+    client.memory.add("Lives in Lisbon", "fact")
+    server.script_chat(lambda body: '{"city": "Lisbon"}')
+    response = client.chat.completions.create(
+        model="m", response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "Which city do I live in? Answer in JSON."}])
+    assert json.loads(response.choices[0].message.content) == {"city": "Lisbon"}
+    body = server.chat_requests()[-1]
+    assert "<memory>" not in json.dumps(body["messages"]) and "Lives in Lisbon" in user_text(body)
+
+
+def test_n_choices_all_cleaned_first_stored(client, server):
+    server.script_chat(lambda body: [
+        'One.<memory>["Likes jazz"]</memory>', 'Two.<memory>["Likes metal"]</memory>'])
+    response = client.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "music?"}])
+    assert [c.message.content for c in response.choices] == ["One.", "Two."]
+    assert [m.text for m in client.memory.get_all()] == ["Likes jazz"]
+
+
+def test_no_user_message_and_content_parts(client, server):
+    response = client.chat.completions.create(model="m", messages=[{"role": "system", "content": "Say hi"}])
+    assert "<memory" not in response.choices[0].message.content
+    client.memory.add("Prefers Python for backend work", "preference")
+    parts = [{"type": "text", "text": "What language should I use for the backend?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": parts}])
+    sent = server.chat_requests()[-1]["messages"][-1]["content"]
+    assert sent[0]["type"] == "text" and "Prefers Python" in sent[0]["text"]
+    assert sent[1:] == parts
+
+
+def test_response_is_the_sdks_own_object(client, server):
+    raw = openai.OpenAI().chat.completions.create(model="m", messages=[{"role": "user", "content": "hello"}])
+    response = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hello"}])
+    assert type(response) is type(raw)
+    assert response.model == "m" and response.id.startswith("chatcmpl-") and response.usage.total_tokens > 0
+
+
+@pytest.mark.parametrize("reply", [
+    "Sure.<memory>{not json</memory>",
+    'Sure.<memory>{"memories": [{"content": "Half',
+    'Sure.<memory>{"memories": [{"content": 42}]}</memory>',
+    "Sure.<memory>" + "x" * 30_000 + "</memory>",
+    "Sure.",  # the model ignored the instruction
+])
+def test_bad_blocks_still_give_the_answer_and_log(client, server, caplog, reply):
+    server.script_chat(lambda body: reply)
+    with caplog.at_level(logging.WARNING, logger="headroom.memory"):
+        response = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert response.choices[0].message.content == "Sure."
+    assert client.memory.get_all() == []
+    if reply != "Sure.":
+        assert any("memory block" in r.message for r in caplog.records)
+
+
+def test_dead_embedding_service_still_answers(server, tmp_path, caplog):
+    client = with_fast_memory(openai.OpenAI(), user_id="jane", db_path=str(tmp_path / "remote.db"),
+                              use_local_embeddings=False)
+    server.handlers["/v1/embeddings"] = lambda body: (500, {"error": {"message": "down", "type": "server"}})
+    client.wrapped.max_retries = 0
+    with caplog.at_level(logging.WARNING, logger="headroom.memory"):
+        response = client.with_options(max_retries=0).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "I prefer tea."}])
+    assert response.choices[0].message.content == "Thanks, noted: Prefers tea."
+    assert any("search failed" in r.message for r in caplog.records)
+    assert any("could not store" in r.message for r in caplog.records)
+
+
+def test_other_attributes_reach_the_client(client, server):
+    assert client.base_url == openai.OpenAI().base_url
+    assert client.embeddings.create(model="text-embedding-3-small", input=["x"]).data[0].index == 0
+    scoped = client.with_options(timeout=5)
+    assert scoped.memory is client.memory and scoped.timeout == 5
+    scoped.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer tea."}])
+    assert [m.text for m in client.memory.get_all()] == ["Prefers tea"]
+    assert client.chat.completions.with_raw_response is not None
+
+
+def test_wrapping_checks_the_client_and_arguments(tmp_path):
+    with pytest.raises(TypeError, match="chat.completions.create"):
+        with_fast_memory(object(), user_id="x", db_path=str(tmp_path / "a.db"))
+    with pytest.raises(InvalidInputError):
+        with_fast_memory(openai.OpenAI(api_key="k"), user_id="x", db_path=str(tmp_path / "a.db"), top_k=0)
