@@ -1,0 +1,92 @@
+"""The wrapper's own time per call, beside its floor (one query embedding plus one search).
+
+    .venv/bin/python bench/wrapper.py [--sizes 1000,10000] [--samples 300]
+
+Each sample makes the same request through the bare openai SDK and through ``with_fast_memory``,
+both to one scripted server on 127.0.0.1; the wrapper's own time is the difference. Replies end with
+an empty ``<memory>`` block (most turns carry nothing new); a second row has one new memory in every
+reply, which adds one embedding and one commit before ``create`` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import openai
+
+from headroom.memory import LocalEmbedder, open_memory, with_fast_memory
+from headroom.scripted_server import ScriptedServer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from latency import fill, sentence  # noqa: E402
+
+
+def run(n: int, samples: int, new_memory: bool, embedder: LocalEmbedder, workdir: Path) -> dict:
+    rng = np.random.default_rng(n)
+    db = str(workdir / f"wrapper-{n}-{new_memory}.db")
+    filler = open_memory("bench", db, embedder=embedder)
+    fill(filler, n, embedder.dim, rng)
+    filler.close()
+    counter = iter(range(10**9))
+
+    def reply(body: dict) -> str:
+        items = [{"content": f"Prefers option {next(counter)}", "category": "preference"}] if new_memory else []
+        return "Here is my answer.\n<memory>" + json.dumps({"memories": items}) + "</memory>"
+
+    with ScriptedServer() as server:
+        server.script_chat(reply)
+        bare = openai.OpenAI(base_url=server.base_url, api_key="x")
+        wrapped = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), "bench", db,
+                                   embedder=embedder)
+        wrapped.memory.search("warm up")
+        own, floor = [], []
+        for i in range(samples):
+            messages = [{"role": "user", "content": sentence(rng, i) + "?"}]
+            t = time.perf_counter()
+            bare.chat.completions.create(model="m", messages=messages)
+            t_bare = time.perf_counter() - t
+            t = time.perf_counter()
+            wrapped.chat.completions.create(model="m", messages=messages)
+            t_wrapped = time.perf_counter() - t
+            t = time.perf_counter()
+            wrapped.memory.search(messages[0]["content"], top_k=5)
+            floor.append(time.perf_counter() - t)
+            own.append(t_wrapped - t_bare)
+        wrapped.close()
+    p = lambda xs, q: float(np.percentile(xs, q)) * 1000  # noqa: E731
+    return {"memories": n, "new_memory_per_reply": new_memory, "own_p50_ms": p(own, 50),
+            "own_p95_ms": p(own, 95), "floor_p50_ms": p(floor, 50), "floor_p95_ms": p(floor, 95)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--out", default="bench/out/wrapper.json")
+    args = parser.parse_args()
+    embedder = LocalEmbedder()
+    embedder.embed(["load"])
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            for new_memory in (False, True):
+                print(f"{n} memories, new memory per reply: {new_memory}", file=sys.stderr)
+                results.append(run(n, args.samples, new_memory, embedder, Path(tmp)))
+    print("| memories | reply carries | wrapper own p50 | own p95 | floor p50 | floor p95 | p50 - floor |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        carries = "1 new memory" if r["new_memory_per_reply"] else "empty block"
+        print(f"| {r['memories']:,} | {carries} | {r['own_p50_ms']:.2f} ms | {r['own_p95_ms']:.2f} ms | "
+              f"{r['floor_p50_ms']:.2f} ms | {r['floor_p95_ms']:.2f} ms | {r['own_p50_ms'] - r['floor_p50_ms']:+.2f} ms |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
