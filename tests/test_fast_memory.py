@@ -186,17 +186,22 @@ def test_bad_blocks_still_give_the_answer_and_log(client, server, caplog, reply)
         assert any("memory block" in r.message for r in caplog.records)
 
 
-def test_dead_embedding_service_still_answers(server, tmp_path, caplog):
-    client = with_fast_memory(openai.OpenAI(), user_id="jane", db_path=str(tmp_path / "remote.db"),
+def test_dead_embedding_service_still_answers_and_keeps_the_memory(server, tmp_path, caplog):
+    client = with_fast_memory(openai.OpenAI(max_retries=0), user_id="jane", db_path=str(tmp_path / "remote.db"),
                               use_local_embeddings=False)
+    working = server.handlers["/v1/embeddings"]
     server.handlers["/v1/embeddings"] = lambda body: (500, {"error": {"message": "down", "type": "server"}})
-    client.wrapped.max_retries = 0
     with caplog.at_level(logging.WARNING, logger="headroom.memory"):
-        response = client.with_options(max_retries=0).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "I prefer tea."}])
-    assert response.choices[0].message.content == "Thanks, noted: Prefers tea."
+        response = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer tea."}])
+        assert response.choices[0].message.content == "Thanks, noted: Prefers tea."
+        assert client.memory.flush(timeout=5) is False
     assert any("search failed" in r.message for r in caplog.records)
-    assert any("could not store" in r.message for r in caplog.records)
+    assert any("could not embed 1 stored memories" in r.message for r in caplog.records)
+    assert [m.text for m in client.memory.get_all()] == ["Prefers tea"]  # stored, waiting for its vector
+    server.handlers["/v1/embeddings"] = working
+    assert client.memory.flush(timeout=30) is True
+    assert [m.text for m, _ in client.memory.search("Prefers tea.")] == ["Prefers tea"]
+    client.close()
 
 
 def test_other_attributes_reach_the_client(client, server):

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from ._deferred import EXIT_WAIT_SECONDS, EmbeddingWorker
 from ._embedders import Embedder, make_embedder
 from ._errors import InvalidInputError, NotFoundError
 from ._models import (
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 #: One item for ``add_many``: a text, or a mapping with ``text`` (or ``content``), ``category``, ``metadata``.
 MemoryInput = str | Mapping[str, Any]
 MAX_TOP_K = 1000
+#: How long a search waits for this client's deferred embeddings before searching without them.
+SEARCH_WAIT_SECONDS = 2.0
 
 
 class UserMemory:
@@ -48,6 +51,9 @@ class UserMemory:
         self.store = store
         self.embedder = embedder
         self._owns_store = owns_store
+        self._worker = EmbeddingWorker(self.user_id, store, embedder)
+        if store.unembedded(self.user_id, 1):  # left by an earlier process
+            self._worker.kick()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -60,6 +66,7 @@ class UserMemory:
         if category is not None:
             validate_category(category)
         vector = self.embedder.embed([query])[0]
+        self._worker.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
         return self.store.search(self.user_id, vector, top_k, category)
 
     def get(self, memory_id: str) -> Memory:
@@ -100,10 +107,13 @@ class UserMemory:
         """Store one memory; a text the user already has returns the existing memory instead."""
         return self.add_many([{"text": text, "category": category, "metadata": metadata}], source=source)[0]
 
-    def add_many(self, items: Iterable[MemoryInput], *, source: Source = "manual") -> list[Memory]:
+    def add_many(self, items: Iterable[MemoryInput], *, source: Source = "manual",
+                 defer_embedding: bool = False) -> list[Memory]:
         """Store several memories with one embedding batch and one transaction.
 
         Every item is validated before anything is embedded or written, so one bad item stores none.
+        With ``defer_embedding=True`` they are written at once and embedded by a background thread
+        a few milliseconds later: listed at once, searchable once embedded (``flush`` waits).
         """
         if source not in SOURCES:
             raise InvalidInputError(f"unknown source {source!r}")
@@ -111,9 +121,11 @@ class UserMemory:
         results: list[Memory | None] = [self.store.find_text(self.user_id, d.text) for d in drafts]
         todo = [i for i, found in enumerate(results) if found is None]
         if todo:
-            vectors = self.embedder.embed([drafts[i].text for i in todo])
+            vectors = None if defer_embedding else self.embedder.embed([drafts[i].text for i in todo])
             for i, stored in zip(todo, self.store.add([drafts[i] for i in todo], vectors)):
                 results[i] = stored
+            if defer_embedding:
+                self._worker.kick()
         return [m for m in results if m is not None]
 
     def _draft(self, item: MemoryInput, source: Source) -> Memory:
@@ -158,7 +170,14 @@ class UserMemory:
 
     # -- lifetime ---------------------------------------------------------------------------------
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until this user's stored memories are all embedded; False if ``timeout`` ran out."""
+        self._worker.kick()  # also picks up rows other processes left behind
+        return self._worker.wait(timeout)
+
     def close(self) -> None:
+        """Embed what is waiting (at most ``EXIT_WAIT_SECONDS``), then close the store if it is ours."""
+        self._worker.stop(EXIT_WAIT_SECONDS)
         if self._owns_store:
             self.store.close()
 

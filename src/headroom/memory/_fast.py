@@ -100,12 +100,13 @@ class FastMemory:
         return extracted
 
     def store(self, extracted: list[ExtractedMemory]) -> list[Memory]:
-        """Embed the extracted memories in one batch and store them; failures are logged, not raised."""
+        """Store the extracted memories now and embed them in one batch just after; failures are logged."""
         if not extracted:
             return []
         try:
             return self.memory.add_many(
-                [{"text": m.text, "category": m.category} for m in extracted], source="inline"
+                [{"text": m.text, "category": m.category} for m in extracted], source="inline",
+                defer_embedding=True,
             )
         except HeadroomMemoryError as exc:
             logger.error("could not store %d extracted memories: %s", len(extracted), exc)

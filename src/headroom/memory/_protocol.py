@@ -119,6 +119,8 @@ class BlockParser:
         self._pending = ""  # text not yet shown (outside) or the block body so far (inside)
         self._inside = False
         self._oversized = False
+        self._tail = ""  # the last characters shown, which may meet the text after a removed tag
+        self._after_cut = False
 
     def feed(self, chunk: str) -> str:
         self._pending += chunk
@@ -128,29 +130,60 @@ class BlockParser:
                 end = self._pending.lower().find(CLOSE)
                 if end < 0:
                     self._guard_size()
-                    return "".join(shown)
+                    break
                 self._close_block(self._pending[:end])
                 self._pending = self._pending[end + len(CLOSE):]
+                self._after_cut = True
                 continue
+            if self._after_cut:
+                joined = self._joined_tag()
+                if joined is None:  # the text after a removed tag might still complete one
+                    break
+                if joined:
+                    continue
             lowered = self._pending.lower()
             start = lowered.find(OPEN)
             stray = lowered.find(CLOSE)
             if stray >= 0 and (start < 0 or stray < start):  # a closing tag with no opening: drop it
-                shown.append(self._pending[:stray].rstrip())
+                self._show(shown, self._pending[:stray].rstrip())
                 self._pending = self._pending[stray + len(CLOSE):]
+                self._after_cut = True
                 continue
             if start >= 0:
-                shown.append(self._pending[:start].rstrip())
+                self._show(shown, self._pending[:start].rstrip())
                 self._pending = self._pending[start + len(OPEN):]
                 self._inside = True
                 continue
             keep = _partial_tag_start(self._pending)
-            safe = self._pending[:keep]
-            visible = safe.rstrip()  # white space just before a tag is held back too
-            held = len(visible) if visible else 0
-            shown.append(self._pending[:held])
-            self._pending = self._pending[held:]
-            return "".join(shown)
+            visible = self._pending[:keep].rstrip()  # white space just before a tag is held back too
+            self._show(shown, visible)
+            self._pending = self._pending[len(visible):]
+            break
+        return "".join(shown)
+
+    def _show(self, shown: list[str], text: str) -> None:
+        if text:
+            shown.append(text)
+            self._tail = (self._tail + text)[-len(CLOSE):]
+
+    def _joined_tag(self) -> bool | None:
+        """After a tag was removed, the text shown before it and the text after it meet: a tag they
+        form together (``<`` + ``memory>``) counts as a tag. True if one was consumed, None if the
+        pending text is too short to tell, False if none can form."""
+        tail, pending = self._tail.lower(), self._pending.lower()
+        for tag in (OPEN, CLOSE):
+            for k in range(1, len(tag)):
+                if not tail.endswith(tag[:k]):
+                    continue
+                rest = tag[k:]
+                if pending.startswith(rest):
+                    self._pending = self._pending[len(rest):]
+                    self._inside = tag == OPEN
+                    return True
+                if rest.startswith(pending):
+                    return None
+        self._after_cut = False
+        return False
 
     def _guard_size(self) -> None:
         # A hostile or runaway block must not grow without bound; keep only enough to find the tag.
@@ -178,6 +211,8 @@ class BlockParser:
             self._pending = ""
             return ""
         rest, self._pending = self._pending, ""
+        if self._after_cut and not rest.strip():
+            return ""  # white space after a removed block
         return rest if rest.strip() else ("" if self.blocks else rest)
 
 

@@ -61,7 +61,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL,
             superseded_by TEXT REFERENCES memories(id),
-            embedding BLOB NOT NULL
+            embedding BLOB  -- NULL while the memory waits for its embedding (stored, not yet searchable)
         )"""
     )
     db.execute("CREATE INDEX memories_user ON memories (user_id, created_at)")
@@ -320,7 +320,8 @@ class SQLiteStore:
         try:
             row = db.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)).fetchone()
             rows = db.execute(
-                f"SELECT {_COLUMNS}, embedding FROM memories WHERE user_id = ? AND superseded_by IS NULL",
+                f"SELECT {_COLUMNS}, embedding FROM memories WHERE user_id = ? AND superseded_by IS NULL "
+                "AND embedding IS NOT NULL",
                 (user_id,),
             ).fetchall()
         finally:
@@ -360,11 +361,12 @@ class SQLiteStore:
             params += (category,)
         return [_row_to_memory(r) for r in self._read(sql + " ORDER BY created_at, pk", params)]
 
-    def add(self, memories: Sequence[Memory], vectors: np.ndarray) -> list[Memory]:
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> list[Memory]:
         result: list[Memory] = []
-        fresh: list[tuple[Memory, np.ndarray]] = []
+        fresh: list[tuple[Memory, np.ndarray | None]] = []
+        rows = vectors if vectors is not None else [None] * len(memories)
         with self._lock, self._write() as db:
-            for memory, vector in zip(memories, vectors):
+            for memory, vector in zip(memories, rows):
                 norm = normalize_text(memory.text)
                 existing = db.execute(
                     f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND norm_text = ? "
@@ -380,17 +382,46 @@ class SQLiteStore:
                     (
                         memory.id, memory.user_id, memory.text, norm, memory.category, memory.source,
                         json.dumps(dict(memory.metadata)), memory.created_at.timestamp(),
-                        memory.updated_at.timestamp(), memory.superseded_by, _blob(vector),
+                        memory.updated_at.timestamp(), memory.superseded_by,
+                        None if vector is None else _blob(vector),
                     ),
                 )
                 result.append(memory)
                 fresh.append((memory, vector))
             for user in {m.user_id for m, _ in fresh}:
-                index = self._index_after_write(user, self._bump(db, user))
-                if index is not None:
-                    mine = [(m, v) for m, v in fresh if m.user_id == user]
-                    index.add([m for m, _ in mine], np.asarray([v for _, v in mine], dtype=np.float32))
+                self._patch_index(user, self._bump(db, user), [(m, v) for m, v in fresh if m.user_id == user])
         return result
+
+    def _patch_index(self, user_id: str, version: int, rows: list[tuple[Memory, np.ndarray | None]]) -> None:
+        index = self._index_after_write(user_id, version)
+        searchable = [(m, v) for m, v in rows if v is not None]
+        if index is not None and searchable:
+            index.add([m for m, _ in searchable], np.asarray([v for _, v in searchable], dtype=np.float32))
+
+    def unembedded(self, user_id: str, limit: int = 64) -> list[Memory]:
+        """Live memories stored without a vector yet, oldest first."""
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND embedding IS NULL "
+            "AND superseded_by IS NULL ORDER BY pk LIMIT ?",
+            (user_id, limit),
+        )
+        return [_row_to_memory(r) for r in rows]
+
+    def set_vectors(self, memories: Sequence[Memory], vectors: np.ndarray) -> int:
+        """Give stored memories their vectors; a memory already embedded or gone is left alone."""
+        done: list[tuple[Memory, np.ndarray | None]] = []
+        with self._lock, self._write() as db:
+            for memory, vector in zip(memories, vectors):
+                changed = db.execute(
+                    "UPDATE memories SET embedding = ? WHERE user_id = ? AND id = ? AND text = ? "
+                    "AND embedding IS NULL",
+                    (_blob(vector), memory.user_id, memory.id, memory.text),
+                ).rowcount
+                if changed:
+                    done.append((memory, vector))
+            for user in {m.user_id for m, _ in done}:
+                self._patch_index(user, self._bump(db, user), [(m, v) for m, v in done if m.user_id == user])
+        return len(done)
 
     def update(self, memory: Memory, vector: np.ndarray | None) -> Memory:
         norm = normalize_text(memory.text)

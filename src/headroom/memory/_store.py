@@ -20,8 +20,19 @@ class Store(Protocol):
     embedding_model: str
     embedding_dim: int
 
-    def add(self, memories: Sequence[Memory], vectors: np.ndarray) -> list[Memory]:
-        """Store new memories; a text the user already has returns the existing memory instead."""
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> list[Memory]:
+        """Store new memories; a text the user already has returns the existing memory instead.
+
+        With ``vectors=None`` the memories are stored unembedded: listed, not yet searchable.
+        """
+        ...
+
+    def unembedded(self, user_id: str, limit: int = 64) -> list[Memory]:
+        """Live memories stored without a vector yet, oldest first."""
+        ...
+
+    def set_vectors(self, memories: Sequence[Memory], vectors: np.ndarray) -> int:
+        """Give unembedded memories their vectors; returns how many were still waiting."""
         ...
 
     def find_text(self, user_id: str, text: str) -> Memory | None:
