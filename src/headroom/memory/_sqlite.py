@@ -69,6 +69,8 @@ def _m001_initial(db: sqlite3.Connection) -> None:
         "CREATE UNIQUE INDEX memories_user_text ON memories (user_id, norm_text) "
         "WHERE superseded_by IS NULL"
     )
+    # Memories waiting for a vector, found without touching the others' blobs.
+    db.execute("CREATE INDEX memories_unembedded ON memories (user_id, pk) WHERE embedding IS NULL")
     # One counter per user, bumped by every write, so a cached index knows when it is stale.
     db.execute("CREATE TABLE user_versions (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID")
     db.execute(
