@@ -18,9 +18,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ScriptedServer", "RecordedRequest", "hash_vector", "chat_completion", "rule_based_reply"]
+__all__ = ["ScriptedServer", "RecordedRequest", "EventStream", "hash_vector", "chat_completion",
+           "chat_chunks", "rule_based_reply"]
 
-Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+Handler = Callable[[dict[str, Any]], tuple[int, Any]]
 
 
 @dataclass
@@ -64,6 +65,37 @@ def chat_completion(body: dict[str, Any], replies: list[Any]) -> dict[str, Any]:
         "choices": choices,
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
     }
+
+
+@dataclass
+class EventStream:
+    """A server-sent event reply: each event's data is sent as JSON (or as is, for ``[DONE]``)."""
+
+    events: list[Any]
+    delay: float = 0.0  # seconds before each event
+
+
+def chat_chunks(body: dict[str, Any], reply: str, size: int, fail_after: int | None = None) -> EventStream:
+    """A streamed chat completion of ``reply`` in pieces of ``size`` characters (one choice)."""
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": body.get("model", "scripted")}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    events: list[Any] = [chunk({"role": "assistant", "content": ""})]
+    for n, start in enumerate(range(0, len(reply), max(size, 1))):
+        if fail_after is not None and n == fail_after:
+            events.append({"error": {"message": "scripted failure mid-stream", "type": "server_error"}})
+            return EventStream(events)
+        events.append(chunk({"content": reply[start:start + size]}))
+    events.append(chunk({}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        words = len(reply.split())
+        events.append({**base, "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": words,
+                                                        "total_tokens": words + 1}})
+    events.append("[DONE]")
+    return EventStream(events)
 
 
 # What the rule-based stand-in "hears" in a user message: (pattern, memory template, category).
@@ -134,13 +166,14 @@ class ScriptedServer:
     embedding_dim: int = 1536
     handlers: dict[str, Handler] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    #: Streamed replies: characters per chunk, seconds before each chunk, and a chunk to fail at.
+    stream_chunk_size: int = 4
+    stream_delay: float = 0.0
+    stream_fail_after: int | None = None
 
     def __post_init__(self) -> None:
         self.handlers.setdefault("/v1/embeddings", lambda body: _embeddings(body, self.embedding_dim))
-        self.handlers.setdefault(
-            "/v1/chat/completions",
-            lambda body: (200, chat_completion(body, [rule_based_reply(body)] * int(body.get("n") or 1))),
-        )
+        self.script_chat(rule_based_reply)
         self._lock = threading.Lock()
         server = self
 
@@ -159,12 +192,30 @@ class ScriptedServer:
                     status, payload = 404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
                 else:
                     status, payload = handler(body)
+                if isinstance(payload, EventStream):
+                    self._send_events(payload)
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _send_events(self, stream: EventStream) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                try:
+                    for event in stream.events:
+                        if stream.delay:
+                            time.sleep(stream.delay)
+                        data = event if isinstance(event, str) else json.dumps(event)
+                        self.wfile.write(f"data: {data}\n\n".encode())
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass
@@ -181,9 +232,16 @@ class ScriptedServer:
     def script_chat(self, reply: Callable[[dict[str, Any]], Any]) -> None:
         """Answer chat completions with ``reply(body)``: a string, a message dict, or a list (one per choice)."""
 
-        def handle(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        def handle(body: dict[str, Any]) -> tuple[int, Any]:
             result = reply(body)
-            return 200, chat_completion(body, result if isinstance(result, list) else [result])
+            if body.get("stream"):
+                text = result[0] if isinstance(result, list) else result
+                stream = chat_chunks(body, text, self.stream_chunk_size, self.stream_fail_after)
+                stream.delay = self.stream_delay
+                return 200, stream
+            if not isinstance(result, list):
+                result = [result] * int(body.get("n") or 1)
+            return 200, chat_completion(body, result)
 
         self.handlers["/v1/chat/completions"] = handle
 
