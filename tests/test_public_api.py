@@ -10,7 +10,8 @@ EXPECTED = {
     "EmbeddingModelMismatchError", "ForeignDatabaseError", "HashEmbedder", "HeadroomMemoryError",
     "InvalidInputError", "LocalEmbedder", "Memory", "MemoryInput", "NotFoundError", "OpenAIEmbedder",
     "SQLiteStore", "Source", "StorageError", "Store", "UserMemory", "default_db_path", "open_memory",
-    "with_fast_memory", "MemoryClient",
+    "with_fast_memory", "MemoryClient", "AsyncMemoryClient", "AsyncUserMemory", "MemoryStream",
+    "AsyncMemoryStream",
 }
 
 

@@ -186,8 +186,11 @@ class ScriptedServer:
                 except ValueError:
                     body = {"_raw": raw.decode(errors="replace")}
                 with server._lock:
-                    server.requests.append(RecordedRequest("POST", self.path, dict(self.headers), body))
-                handler = server.handlers.get(self.path)
+                    server.requests.append(
+                        RecordedRequest("POST", self.path.removeprefix("/openai"), dict(self.headers), body))
+                # Groq's SDK puts the OpenAI-compatible API under /openai/v1.
+                path = self.path.removeprefix("/openai")
+                handler = server.handlers.get(path)
                 if handler is None:
                     status, payload = 404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
                 else:

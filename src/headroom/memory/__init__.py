@@ -6,7 +6,9 @@ it. Everything public is listed in ``__all__``; modules starting with ``_`` are 
 
 from ._api import MemoryInput, UserMemory, open_memory
 from ._embedders import Embedder, HashEmbedder, LocalEmbedder, OpenAIEmbedder
-from ._fast import MemoryClient, with_fast_memory
+from ._aio import AsyncUserMemory
+from ._fast import AsyncMemoryClient, MemoryClient, with_fast_memory
+from ._stream import AsyncMemoryStream, MemoryStream
 from ._errors import (
     EmbedderUnavailableError,
     EmbeddingError,
@@ -47,4 +49,8 @@ __all__ = [
     "open_memory",
     "with_fast_memory",
     "MemoryClient",
+    "AsyncMemoryClient",
+    "AsyncUserMemory",
+    "MemoryStream",
+    "AsyncMemoryStream",
 ]

@@ -7,11 +7,14 @@ everything else to the wrapped client untouched.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
 from ._embedders import Embedder, LOCAL_MODEL
 from ._errors import HeadroomMemoryError, InvalidInputError
@@ -26,8 +29,9 @@ from ._inject import (
 from ._models import Memory
 from ._protocol import INSTRUCTION, ExtractedMemory, format_injection, parse_reply
 from ._store import Store
+from ._stream import AsyncMemoryStream, MemoryStream
 
-__all__ = ["with_fast_memory", "FastMemory", "MemoryClient", "Turn"]
+__all__ = ["with_fast_memory", "FastMemory", "MemoryClient", "AsyncMemoryClient", "Turn"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +78,7 @@ class FastMemory:
             turn.injected = self.retrieve(turn.query)
         if turn.injected:
             messages = prepend_to_message(messages, index, format_injection(turn.injected))  # type: ignore[arg-type]
-        # Streamed replies are passed through unstripped for now, so they get no instruction.
-        if self.instruct and not wants_json(kwargs) and not kwargs.get("stream"):
+        if self.instruct and not wants_json(kwargs):
             messages = add_instruction(messages, INSTRUCTION)
             turn.instructed = True
         out["messages"] = list(messages)
@@ -119,53 +122,78 @@ class FastMemory:
         return response
 
 
-class _Completions:
+class _Proxy:
+    """Forwards every attribute it does not define to the object it wraps."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+class _Completions(_Proxy):
     def __init__(self, completions: Any, core: FastMemory) -> None:
-        self._completions = completions
+        super().__init__(completions)
         self._core = core
 
     def create(self, **kwargs: Any) -> Any:
         request, turn = self._core.before(kwargs)
-        return self._core.after(self._completions.create(**request), turn)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._completions, name)
-
-
-class _Chat:
-    def __init__(self, chat: Any, core: FastMemory) -> None:
-        self._chat = chat
-        self.completions = _Completions(chat.completions, core)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._chat, name)
+        response = self._wrapped.create(**request)
+        if turn.instructed and request.get("stream"):
+            return MemoryStream(response, self._core.store)
+        return self._core.after(response, turn)
 
 
-class MemoryClient:
-    """Behaves like the wrapped client; ``chat.completions.create`` gains memory, ``memory`` is the API."""
+class _AsyncCompletions(_Proxy):
+    def __init__(self, completions: Any, core: FastMemory) -> None:
+        super().__init__(completions)
+        self._core = core
 
+    async def create(self, **kwargs: Any) -> Any:
+        request, turn = await asyncio.to_thread(self._core.before, kwargs)
+        response = await self._wrapped.create(**request)
+        if turn.instructed and request.get("stream"):
+            return AsyncMemoryStream(response, self._core.store)
+        return await asyncio.to_thread(self._core.after, response, turn)
+
+
+class _Chat(_Proxy):
+    def __init__(self, chat: Any, completions: Any) -> None:
+        super().__init__(chat)
+        self.completions = completions
+
+
+class _ClientBase(_Proxy):
     def __init__(self, client: Any, core: FastMemory, *, owns_memory: bool = True) -> None:
-        self._client = client
+        super().__init__(client)
         self._core = core
         self._owns_memory = owns_memory
-        self.chat = _Chat(client.chat, core)
-
-    @property
-    def memory(self) -> UserMemory:
-        return self._core.memory
 
     @property
     def wrapped(self) -> Any:
         """The client underneath, for calls that should bypass memory."""
-        return self._client
+        return self._wrapped
 
-    def with_options(self, **options: Any) -> "MemoryClient":
+    def with_options(self, **options: Any) -> Any:
         """The wrapped client's ``with_options``, still with memory."""
-        return MemoryClient(self._client.with_options(**options), self._core, owns_memory=False)
+        return type(self)(self._wrapped.with_options(**options), self._core, owns_memory=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._wrapped!r}, user_id={self._core.memory.user_id!r})"
+
+
+class MemoryClient(_ClientBase):
+    """Behaves like the wrapped client; ``chat.completions.create`` gains memory, ``memory`` is the API."""
+
+    def __init__(self, client: Any, core: FastMemory, *, owns_memory: bool = True) -> None:
+        super().__init__(client, core, owns_memory=owns_memory)
+        self.chat = _Chat(client.chat, _Completions(client.chat.completions, core))
+        self.memory = core.memory
 
     def close(self) -> None:
         try:
-            close = getattr(self._client, "close", None)
+            close = getattr(self._wrapped, "close", None)
             if callable(close):
                 close()
         finally:
@@ -178,11 +206,31 @@ class MemoryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
-    def __repr__(self) -> str:
-        return f"MemoryClient({self._client!r}, user_id={self.memory.user_id!r})"
+class AsyncMemoryClient(_ClientBase):
+    """The async twin: ``await chat.completions.create(...)``; ``memory`` has awaitable methods."""
+
+    def __init__(self, client: Any, core: FastMemory, *, owns_memory: bool = True) -> None:
+        super().__init__(client, core, owns_memory=owns_memory)
+        self.chat = _Chat(client.chat, _AsyncCompletions(client.chat.completions, core))
+        self.memory = AsyncUserMemory(core.memory)
+
+    async def close(self) -> None:
+        try:
+            close = getattr(self._wrapped, "close", None)
+            if callable(close):
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+        finally:
+            if self._owns_memory:
+                await asyncio.to_thread(self._core.memory.close)
+
+    async def __aenter__(self) -> "AsyncMemoryClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def _check_client(client: Any) -> None:
@@ -194,10 +242,12 @@ def _check_client(client: Any) -> None:
         )
 
 
+def _is_async(client: Any) -> bool:
+    return inspect.iscoroutinefunction(client.chat.completions.create)
+
+
 def _embeddings_client(client: Any) -> Any:
     """The wrapped client when it can serve ``embeddings.create`` synchronously, else None."""
-    import inspect
-
     create = getattr(getattr(client, "embeddings", None), "create", None)
     if callable(create) and not inspect.iscoroutinefunction(create):
         return client
@@ -215,13 +265,15 @@ def with_fast_memory(
     min_score: float = DEFAULT_MIN_SCORE,
     embedder: Embedder | None = None,
     store: Store | None = None,
-) -> MemoryClient:
+) -> MemoryClient | AsyncMemoryClient:
     """Give an OpenAI-compatible client memory, extracted inline from its own replies.
 
     Before each ``chat.completions.create`` the user's relevant memories (score >= ``min_score``,
     at most ``top_k``) are put before the latest user message and the model is asked to end its
     reply with a ``<memory>`` block; the block is stripped from what the caller gets and its
-    memories are stored before ``create`` returns.
+    memories are stored before ``create`` returns (embedded just after). An async client
+    (``AsyncOpenAI``) gives an ``AsyncMemoryClient``; ``stream=True`` gives a stream with the block
+    removed as it passes.
     """
     _check_client(client)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
@@ -232,4 +284,5 @@ def with_fast_memory(
         embedder = make_embedder(False, embedding_model, client=_embeddings_client(client))
     memory = open_memory(user_id, db_path, embedder=embedder, use_local_embeddings=use_local_embeddings,
                          embedding_model=embedding_model, store=store)
-    return MemoryClient(client, FastMemory(memory, top_k=top_k, min_score=min_score))
+    core = FastMemory(memory, top_k=top_k, min_score=min_score)
+    return AsyncMemoryClient(client, core) if _is_async(client) else MemoryClient(client, core)
