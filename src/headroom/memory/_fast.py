@@ -243,13 +243,16 @@ def _check_client(client: Any) -> None:
 
 
 def _is_async(client: Any) -> bool:
-    return inspect.iscoroutinefunction(client.chat.completions.create)
+    """SDKs decorate ``create``, so look beneath the decorators (and at the class's name)."""
+    create = client.chat.completions.create
+    return (inspect.iscoroutinefunction(inspect.unwrap(create)) or inspect.iscoroutinefunction(create)
+            or type(client).__name__.startswith("Async"))
 
 
 def _embeddings_client(client: Any) -> Any:
     """The wrapped client when it can serve ``embeddings.create`` synchronously, else None."""
     create = getattr(getattr(client, "embeddings", None), "create", None)
-    if callable(create) and not inspect.iscoroutinefunction(create):
+    if callable(create) and not _is_async(client):
         return client
     return None
 
