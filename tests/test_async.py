@@ -18,7 +18,7 @@ from headroom.memory import (
     UserMemory,
     with_fast_memory,
 )
-from headroom.memory._fast import _AsyncCompletions, _Completions
+from headroom.memory._fast import _AsyncCreate, _Create
 from headroom.scripted_server import ScriptedServer
 
 
@@ -147,7 +147,7 @@ def public(cls):
 
 
 @pytest.mark.parametrize("sync, aio", [
-    (MemoryClient, AsyncMemoryClient), (_Completions, _AsyncCompletions), (MemoryStream, AsyncMemoryStream)])
+    (MemoryClient, AsyncMemoryClient), (_Create, _AsyncCreate), (MemoryStream, AsyncMemoryStream)])
 def test_sync_and_async_shells_have_the_same_public_signatures(sync, aio):
     assert public(sync) <= public(aio)
     for name in public(sync):

@@ -215,7 +215,7 @@ def test_other_attributes_reach_the_client(client, server):
 
 
 def test_wrapping_checks_the_client_and_arguments(tmp_path):
-    with pytest.raises(TypeError, match="chat.completions.create"):
+    with pytest.raises(TypeError, match="messages.create"):
         with_fast_memory(object(), user_id="x", db_path=str(tmp_path / "a.db"))
     with pytest.raises(InvalidInputError):
         with_fast_memory(openai.OpenAI(api_key="k"), user_id="x", db_path=str(tmp_path / "a.db"), top_k=0)

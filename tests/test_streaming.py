@@ -11,7 +11,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from headroom.memory import MemoryStream, with_fast_memory
 from headroom.memory._protocol import parse_reply
-from headroom.memory._stream import StreamFilter
+from headroom.memory._dialects import ChunkFilter
 from headroom.scripted_server import ScriptedServer, chat_chunks
 
 REPLY = ('Use PostgreSQL, it suits you.\n\n<memory>{"memories": [{"content": "Prefers PostgreSQL", '
@@ -133,23 +133,23 @@ def sdk_chunks(reply: str, cuts: list[int]) -> list[ChatCompletionChunk]:
 @settings(max_examples=300, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=len(REPLY)), max_size=20))
 def test_any_split_of_a_real_reply(cuts):
-    filt = StreamFilter()
-    shown = "".join(filt.process(c).choices[0].delta.content or "" for c in sdk_chunks(REPLY, cuts))
+    filt = ChunkFilter()
+    shown = "".join(filt.process(c)[0].choices[0].delta.content or "" for c in sdk_chunks(REPLY, cuts))
     assert shown == parse_reply(REPLY).text == "Use PostgreSQL, it suits you."
     assert [m.text for m in filt.memories()] == ["Prefers PostgreSQL", "Builds a ledger service"]
 
 
 def test_every_single_split_position():
     for cut in range(len(REPLY) + 1):
-        filt = StreamFilter()
-        shown = "".join(filt.process(c).choices[0].delta.content or "" for c in sdk_chunks(REPLY, [cut]))
+        filt = ChunkFilter()
+        shown = "".join(filt.process(c)[0].choices[0].delta.content or "" for c in sdk_chunks(REPLY, [cut]))
         assert shown == "Use PostgreSQL, it suits you.", cut
         assert len(filt.memories()) == 2
 
 
 def test_stream_of_plain_text_is_unchanged():
     text = "No block here, only < and <mem and a trailing space "
-    filt = StreamFilter()
-    shown = "".join(filt.process(c).choices[0].delta.content or "" for c in sdk_chunks(text, [5, 20, 21, 30]))
+    filt = ChunkFilter()
+    shown = "".join(filt.process(c)[0].choices[0].delta.content or "" for c in sdk_chunks(text, [5, 20, 21, 30]))
     assert shown == text and filt.memories() == []
     assert json.dumps(text)  # the reply survives as JSON too

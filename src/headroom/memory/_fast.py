@@ -18,16 +18,10 @@ from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
 from ._embedders import Embedder, LOCAL_MODEL
 from ._errors import HeadroomMemoryError, InvalidInputError
-from ._inject import (
-    DEFAULT_MIN_SCORE,
-    add_instruction,
-    latest_user_index,
-    message_text,
-    prepend_to_message,
-    wants_json,
-)
+from ._dialects import ANTHROPIC, OPENAI, Dialect
+from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, prepend_to_message
 from ._models import Memory
-from ._protocol import INSTRUCTION, ExtractedMemory, format_injection, parse_reply
+from ._protocol import ExtractedMemory, format_injection
 from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
 
@@ -64,7 +58,7 @@ class FastMemory:
             return []
         return [(m, score) for m, score in found if score >= self.min_score]
 
-    def before(self, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], Turn]:
+    def before(self, kwargs: Mapping[str, Any], dialect: Dialect) -> tuple[dict[str, Any], Turn]:
         """New keyword arguments for ``create``; the caller's objects are never changed."""
         out = dict(kwargs)
         messages = kwargs.get("messages")
@@ -76,31 +70,11 @@ class FastMemory:
             turn.query = message_text(messages[index]).strip() or None
         if turn.query:
             turn.injected = self.retrieve(turn.query)
-        if turn.injected:
-            messages = prepend_to_message(messages, index, format_injection(turn.injected))  # type: ignore[arg-type]
-        if self.instruct and not wants_json(kwargs):
-            messages = add_instruction(messages, INSTRUCTION)
-            turn.instructed = True
         out["messages"] = list(messages)
+        if turn.injected:
+            out["messages"] = prepend_to_message(messages, index, format_injection(turn.injected))  # type: ignore[arg-type]
+        turn.instructed = self.instruct and dialect.instruct(out)
         return out, turn
-
-    def clean(self, response: Any, turn: Turn) -> list[ExtractedMemory]:
-        """Strip the block from every choice in place; return the memories of the first choice."""
-        if not turn.instructed:
-            return []
-        extracted: list[ExtractedMemory] = []
-        for position, choice in enumerate(getattr(response, "choices", None) or []):
-            message = getattr(choice, "message", None)
-            content = getattr(message, "content", None)
-            if not isinstance(content, str):
-                continue  # tool calls, refusals: nothing to strip
-            result = parse_reply(content)
-            message.content = result.text
-            for problem in result.problems:
-                logger.warning("memory block: %s", problem)
-            if position == 0 or getattr(choice, "index", None) == 0:
-                extracted = extracted or result.memories
-        return extracted
 
     def store(self, extracted: list[ExtractedMemory]) -> list[Memory]:
         """Store the extracted memories now and embed them in one batch just after; failures are logged."""
@@ -115,10 +89,10 @@ class FastMemory:
             logger.error("could not store %d extracted memories: %s", len(extracted), exc)
             return []
 
-    def after(self, response: Any, turn: Turn) -> Any:
-        if not turn.instructed:
-            return response
-        self.store(self.clean(response, turn))
+    def after(self, response: Any, turn: Turn, dialect: Dialect) -> Any:
+        """The caller's reply: cleaned, and its memories stored, when the model was instructed."""
+        if turn.instructed:
+            self.store(dialect.clean(response))
         return response
 
 
@@ -132,30 +106,31 @@ class _Proxy:
         return getattr(self._wrapped, name)
 
 
-class _Completions(_Proxy):
-    def __init__(self, completions: Any, core: FastMemory) -> None:
-        super().__init__(completions)
+class _Create(_Proxy):
+    """``chat.completions`` or ``messages`` with memory around ``create``."""
+
+    def __init__(self, resource: Any, core: FastMemory, dialect: Dialect) -> None:
+        super().__init__(resource)
         self._core = core
+        self._dialect = dialect
 
     def create(self, **kwargs: Any) -> Any:
-        request, turn = self._core.before(kwargs)
+        request, turn = self._core.before(kwargs, self._dialect)
         response = self._wrapped.create(**request)
         if turn.instructed and request.get("stream"):
-            return MemoryStream(response, self._core.store)
-        return self._core.after(response, turn)
+            return MemoryStream(response, self._dialect.stream_filter(), self._core.store)
+        return self._core.after(response, turn, self._dialect)
 
 
-class _AsyncCompletions(_Proxy):
-    def __init__(self, completions: Any, core: FastMemory) -> None:
-        super().__init__(completions)
-        self._core = core
+class _AsyncCreate(_Create):
+    """The async twin: the memory work runs in a thread, off the event loop."""
 
-    async def create(self, **kwargs: Any) -> Any:
-        request, turn = await asyncio.to_thread(self._core.before, kwargs)
+    async def create(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        request, turn = await asyncio.to_thread(self._core.before, kwargs, self._dialect)
         response = await self._wrapped.create(**request)
         if turn.instructed and request.get("stream"):
-            return AsyncMemoryStream(response, self._core.store)
-        return await asyncio.to_thread(self._core.after, response, turn)
+            return AsyncMemoryStream(response, self._dialect.stream_filter(), self._core.store)
+        return await asyncio.to_thread(self._core.after, response, turn, self._dialect)
 
 
 class _Chat(_Proxy):
@@ -165,10 +140,16 @@ class _Chat(_Proxy):
 
 
 class _ClientBase(_Proxy):
+    _create: type[_Create] = _Create
+
     def __init__(self, client: Any, core: FastMemory, *, owns_memory: bool = True) -> None:
         super().__init__(client)
         self._core = core
         self._owns_memory = owns_memory
+        if _dialect_of(client) is ANTHROPIC:
+            self.messages = self._create(client.messages, core, ANTHROPIC)
+        else:
+            self.chat = _Chat(client.chat, self._create(client.chat.completions, core, OPENAI))
 
     @property
     def wrapped(self) -> Any:
@@ -188,7 +169,6 @@ class MemoryClient(_ClientBase):
 
     def __init__(self, client: Any, core: FastMemory, *, owns_memory: bool = True) -> None:
         super().__init__(client, core, owns_memory=owns_memory)
-        self.chat = _Chat(client.chat, _Completions(client.chat.completions, core))
         self.memory = core.memory
 
     def close(self) -> None:
@@ -210,9 +190,10 @@ class MemoryClient(_ClientBase):
 class AsyncMemoryClient(_ClientBase):
     """The async twin: ``await chat.completions.create(...)``; ``memory`` has awaitable methods."""
 
+    _create = _AsyncCreate
+
     def __init__(self, client: Any, core: FastMemory, *, owns_memory: bool = True) -> None:
         super().__init__(client, core, owns_memory=owns_memory)
-        self.chat = _Chat(client.chat, _AsyncCompletions(client.chat.completions, core))
         self.memory = AsyncUserMemory(core.memory)
 
     async def close(self) -> None:
@@ -233,18 +214,27 @@ class AsyncMemoryClient(_ClientBase):
         await self.close()
 
 
-def _check_client(client: Any) -> None:
-    create = getattr(getattr(getattr(client, "chat", None), "completions", None), "create", None)
-    if not callable(create):
-        raise TypeError(
-            f"{type(client).__name__} is not an OpenAI-compatible client: it has no callable "
-            "chat.completions.create"
-        )
+def _create_of(resource: Any) -> Any:
+    create = getattr(resource, "create", None)
+    return create if callable(create) else None
+
+
+def _dialect_of(client: Any) -> Dialect:
+    """OpenAI-compatible (``chat.completions.create``) or Anthropic (``messages.create``)."""
+    if _create_of(getattr(getattr(client, "chat", None), "completions", None)):
+        return OPENAI
+    if _create_of(getattr(client, "messages", None)):
+        return ANTHROPIC
+    raise TypeError(
+        f"{type(client).__name__} is not an OpenAI-compatible client (no callable chat.completions.create) "
+        "nor an Anthropic one (no callable messages.create)"
+    )
 
 
 def _is_async(client: Any) -> bool:
     """SDKs decorate ``create``, so look beneath the decorators (and at the class's name)."""
-    create = client.chat.completions.create
+    resource = client.messages if _dialect_of(client) is ANTHROPIC else client.chat.completions
+    create = resource.create
     return (inspect.iscoroutinefunction(inspect.unwrap(create)) or inspect.iscoroutinefunction(create)
             or type(client).__name__.startswith("Async"))
 
@@ -278,7 +268,7 @@ def with_fast_memory(
     (``AsyncOpenAI``) gives an ``AsyncMemoryClient``; ``stream=True`` gives a stream with the block
     removed as it passes.
     """
-    _check_client(client)
+    _dialect_of(client)  # a clear TypeError now rather than an AttributeError on the first call
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
         raise InvalidInputError("top_k must be an integer from 1 to 100")
     if embedder is None and not use_local_embeddings:

@@ -1,63 +1,32 @@
-"""Streamed replies: the ``<memory>`` block removed from chunks as they pass, memories stored at the end.
+"""Streamed replies: the ``<memory>`` block removed as chunks pass, memories stored at the end.
 
-``StreamFilter`` is the sans-I/O part (one ``BlockParser`` per choice); ``MemoryStream`` and
-``AsyncMemoryStream`` are thin shells that drive it from the SDK's own stream objects and yield the
-SDK's own chunk objects.
+The dialect's stream filter is the sans-I/O part; ``MemoryStream`` and ``AsyncMemoryStream`` are thin
+shells that drive it from the SDK's own stream objects and yield the SDK's own chunk objects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
-from ._protocol import BlockParser, ExtractedMemory
+from ._dialects import StreamFilter
+from ._protocol import ExtractedMemory
 
-__all__ = ["StreamFilter", "MemoryStream", "AsyncMemoryStream"]
+__all__ = ["MemoryStream", "AsyncMemoryStream"]
 
 logger = logging.getLogger(__name__)
-
-
-class StreamFilter:
-    """Strips blocks from chat completion chunks in place and keeps what they said."""
-
-    def __init__(self) -> None:
-        self._parsers: dict[int, BlockParser] = {}
-        self._finished: set[int] = set()
-
-    def process(self, chunk: Any) -> Any:
-        for choice in getattr(chunk, "choices", None) or []:
-            index = getattr(choice, "index", 0) or 0
-            parser = self._parsers.setdefault(index, BlockParser())
-            delta = getattr(choice, "delta", None)
-            content = getattr(delta, "content", None)
-            text = parser.feed(content) if isinstance(content, str) else ""
-            if getattr(choice, "finish_reason", None) is not None and index not in self._finished:
-                self._finished.add(index)
-                text += parser.finish()  # release what was held back as a possible tag
-            if delta is not None and (isinstance(content, str) or text):
-                delta.content = text
-        return chunk
-
-    def memories(self) -> list[ExtractedMemory]:
-        """Memories of the first choice; unfinished parsers are closed on what arrived."""
-        for index, parser in self._parsers.items():
-            if index not in self._finished:
-                self._finished.add(index)
-                parser.finish()
-            for problem in parser.problems:
-                logger.warning("memory block: %s", problem)
-        first = self._parsers.get(0)
-        return list(first.memories) if first else []
 
 
 class _StreamShell:
     """What both stream shells share: the filter, the end-of-stream bookkeeping, the SDK's attributes."""
 
-    def __init__(self, stream: Any, store: Any) -> None:
+    def __init__(self, stream: Any, filter: StreamFilter, store: Any) -> None:
         self._stream = stream
+        self._filter = filter
         self._store = store  # called once with the memories when the stream ends well
-        self._filter = StreamFilter()
+        self._ready: deque[Any] = deque()  # items the filter produced, not yet handed out
         self._done = False
 
     def _end(self, ok: bool) -> list[ExtractedMemory]:
@@ -81,23 +50,25 @@ class _StreamShell:
 class MemoryStream(_StreamShell):
     """Iterates the SDK's stream, yielding its own chunks with the block removed."""
 
-    def __init__(self, stream: Any, store: Any) -> None:
-        super().__init__(stream, store)
+    def __init__(self, stream: Any, filter: StreamFilter, store: Any) -> None:
+        super().__init__(stream, filter, store)
         self._iterator = iter(stream)
 
     def __iter__(self) -> "MemoryStream":
         return self
 
     def __next__(self) -> Any:
-        try:
-            chunk = next(self._iterator)
-        except StopIteration:
-            self._finish()
-            raise
-        except BaseException:
-            self._end(False)
-            raise
-        return self._filter.process(chunk)
+        while not self._ready:
+            try:
+                item = next(self._iterator)
+            except StopIteration:
+                self._finish()
+                raise
+            except BaseException:
+                self._end(False)
+                raise
+            self._ready.extend(self._filter.process(item))
+        return self._ready.popleft()
 
     def _finish(self) -> None:
         memories = self._end(True)
@@ -121,23 +92,25 @@ class MemoryStream(_StreamShell):
 class AsyncMemoryStream(_StreamShell):
     """Async-iterates the SDK's stream; storing runs off the event loop."""
 
-    def __init__(self, stream: Any, store: Any) -> None:
-        super().__init__(stream, store)
+    def __init__(self, stream: Any, filter: StreamFilter, store: Any) -> None:
+        super().__init__(stream, filter, store)
         self._iterator = stream.__aiter__()
 
     def __aiter__(self) -> "AsyncMemoryStream":
         return self
 
     async def __anext__(self) -> Any:
-        try:
-            chunk = await self._iterator.__anext__()
-        except StopAsyncIteration:
-            await self._finish()
-            raise
-        except BaseException:
-            self._end(False)
-            raise
-        return self._filter.process(chunk)
+        while not self._ready:
+            try:
+                item = await self._iterator.__anext__()
+            except StopAsyncIteration:
+                await self._finish()
+                raise
+            except BaseException:
+                self._end(False)
+                raise
+            self._ready.extend(self._filter.process(item))
+        return self._ready.popleft()
 
     async def _finish(self) -> None:
         memories = self._end(True)

@@ -1,0 +1,169 @@
+"""How each API family carries the instruction and the reply: OpenAI chat completions and Anthropic
+messages. Pure functions over requests and the SDKs' response objects; no I/O.
+
+A dialect adds the instruction to a request, strips blocks from a whole response, and makes a
+stream filter that strips them from streamed chunks or events as they pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from ._inject import add_instruction, wants_json
+from ._protocol import INSTRUCTION, BlockParser, ExtractedMemory, parse_reply
+
+__all__ = ["Dialect", "StreamFilter", "OPENAI", "ANTHROPIC", "ChunkFilter", "EventFilter"]
+
+logger = logging.getLogger(__name__)
+
+
+class StreamFilter(Protocol):
+    def process(self, item: Any) -> list[Any]:
+        """What to pass on for one item of the SDK's stream (usually the item itself, cleaned)."""
+        ...
+
+    def memories(self) -> list[ExtractedMemory]:
+        """What the stream said, once it has ended or was closed."""
+        ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    instruct: Callable[[dict[str, Any]], bool]  # adds the instruction to a request copy; False if it must not
+    clean: Callable[[Any], list[ExtractedMemory]]  # strips blocks from a response in place
+    stream_filter: Callable[[], StreamFilter]
+
+
+def _log(parsers: list[BlockParser]) -> None:
+    for parser in parsers:
+        for problem in parser.problems:
+            logger.warning("memory block: %s", problem)
+
+
+# -- OpenAI chat completions --------------------------------------------------------------------------
+
+
+def _openai_instruct(request: dict[str, Any]) -> bool:
+    if wants_json(request):  # an appended block would break the JSON the caller asked for
+        return False
+    request["messages"] = add_instruction(request["messages"], INSTRUCTION)
+    return True
+
+
+def _openai_clean(response: Any) -> list[ExtractedMemory]:
+    """Strip every choice; the memories come from the first (``n > 1`` must not store alternatives)."""
+    extracted: list[ExtractedMemory] | None = None
+    for choice in getattr(response, "choices", None) or []:
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None)
+        if not isinstance(content, str):
+            continue  # tool calls, refusals: nothing to strip
+        result = parse_reply(content)
+        message.content = result.text
+        for problem in result.problems:
+            logger.warning("memory block: %s", problem)
+        if extracted is None:
+            extracted = result.memories
+    return extracted or []
+
+
+class ChunkFilter:
+    """Chat completion chunks: one parser per choice, held-back text released on ``finish_reason``."""
+
+    def __init__(self) -> None:
+        self._parsers: dict[int, BlockParser] = {}
+        self._finished: set[int] = set()
+
+    def process(self, chunk: Any) -> list[Any]:
+        for choice in getattr(chunk, "choices", None) or []:
+            index = getattr(choice, "index", 0) or 0
+            parser = self._parsers.setdefault(index, BlockParser())
+            delta = getattr(choice, "delta", None)
+            content = getattr(delta, "content", None)
+            text = parser.feed(content) if isinstance(content, str) else ""
+            if getattr(choice, "finish_reason", None) is not None and index not in self._finished:
+                self._finished.add(index)
+                text += parser.finish()
+            if delta is not None and (isinstance(content, str) or text):
+                delta.content = text
+        return [chunk]
+
+    def memories(self) -> list[ExtractedMemory]:
+        for index, parser in self._parsers.items():
+            if index not in self._finished:
+                self._finished.add(index)
+                parser.finish()
+        _log(list(self._parsers.values()))
+        first = self._parsers.get(0)
+        return list(first.memories) if first else []
+
+
+OPENAI = Dialect("openai", _openai_instruct, _openai_clean, ChunkFilter)
+
+
+# -- Anthropic messages -------------------------------------------------------------------------------
+
+
+def _anthropic_instruct(request: dict[str, Any]) -> bool:
+    system = request.get("system")
+    if isinstance(system, list):
+        request["system"] = [*system, {"type": "text", "text": INSTRUCTION}]
+    else:
+        request["system"] = f"{system}\n\n{INSTRUCTION}" if system else INSTRUCTION
+    return True
+
+
+def _anthropic_clean(message: Any) -> list[ExtractedMemory]:
+    """One parser across the text blocks in order; tool-use blocks are left alone."""
+    parser = BlockParser()
+    last = None
+    for block in getattr(message, "content", None) or []:
+        if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str):
+            block.text = parser.feed(block.text)
+            last = block
+    rest = parser.finish()
+    if last is not None:
+        last.text += rest
+    _log([parser])
+    return parser.memories
+
+
+class EventFilter:
+    """Messages API stream events: ``text_delta`` text is stripped per content block; what a block
+    held back is released, as one more ``text_delta`` event, just before its ``content_block_stop``."""
+
+    def __init__(self) -> None:
+        self._parsers: dict[int, BlockParser] = {}
+        self._last_delta: dict[int, Any] = {}
+        self._finished: set[int] = set()
+
+    def process(self, event: Any) -> list[Any]:
+        kind = getattr(event, "type", None)
+        index = getattr(event, "index", 0)
+        delta = getattr(event, "delta", None)
+        if kind == "content_block_delta" and getattr(delta, "type", None) == "text_delta":
+            delta.text = self._parsers.setdefault(index, BlockParser()).feed(delta.text)
+            self._last_delta[index] = event
+        elif kind == "content_block_stop" and index in self._parsers and index not in self._finished:
+            self._finished.add(index)
+            rest = self._parsers[index].finish()
+            if rest:
+                extra = copy.deepcopy(self._last_delta[index])
+                extra.delta.text = rest
+                return [extra, event]
+        return [event]
+
+    def memories(self) -> list[ExtractedMemory]:
+        for index, parser in self._parsers.items():
+            if index not in self._finished:
+                self._finished.add(index)
+                parser.finish()
+        _log(list(self._parsers.values()))
+        return [m for parser in self._parsers.values() for m in parser.memories]
+
+
+ANTHROPIC = Dialect("anthropic", _anthropic_instruct, _anthropic_clean, EventFilter)
