@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["ScriptedServer", "RecordedRequest", "EventStream", "hash_vector", "chat_completion",
-           "chat_chunks", "rule_based_reply"]
+           "chat_chunks", "rule_based_reply", "anthropic_message", "anthropic_events", "as_chat"]
 
 Handler = Callable[[dict[str, Any]], tuple[int, Any]]
 
@@ -69,7 +69,8 @@ def chat_completion(body: dict[str, Any], replies: list[Any]) -> dict[str, Any]:
 
 @dataclass
 class EventStream:
-    """A server-sent event reply: each event's data is sent as JSON (or as is, for ``[DONE]``)."""
+    """A server-sent event reply: each event's data is sent as JSON (or as is, for ``[DONE]``); an
+    event given as ``(name, data)`` also gets an ``event:`` line, as the Messages API sends."""
 
     events: list[Any]
     delay: float = 0.0  # seconds before each event
@@ -96,6 +97,47 @@ def chat_chunks(body: dict[str, Any], reply: str, size: int, fail_after: int | N
                                                         "total_tokens": words + 1}})
     events.append("[DONE]")
     return EventStream(events)
+
+
+def anthropic_message(body: dict[str, Any], reply: str) -> dict[str, Any]:
+    """A Messages API ``message`` object with one text block."""
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
+        "model": body.get("model", "scripted"), "content": [{"type": "text", "text": reply}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": len(reply.split())},
+    }
+
+
+def anthropic_events(body: dict[str, Any], reply: str, size: int, fail_after: int | None = None) -> EventStream:
+    """A streamed Messages API reply of ``reply`` in ``text_delta`` pieces of ``size`` characters."""
+    message = {**anthropic_message(body, ""), "content": [], "stop_reason": None}
+    events: list[Any] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+    ]
+    for n, start in enumerate(range(0, len(reply), max(size, 1))):
+        if fail_after is not None and n == fail_after:
+            events.append(("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                 "message": "scripted failure mid-stream"}}))
+            return EventStream(events)
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "text_delta", "text": reply[start:start + size]}}))
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": len(reply.split())}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return EventStream(events)
+
+
+def as_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """A Messages API request seen as a chat completion request (system parameter first)."""
+    system = body.get("system")
+    head = [{"role": "system", "content": system}] if system else []
+    return {**body, "messages": head + list(body.get("messages") or [])}
 
 
 # What the rule-based stand-in "hears" in a user message: (pattern, memory template, category).
@@ -174,6 +216,7 @@ class ScriptedServer:
     def __post_init__(self) -> None:
         self.handlers.setdefault("/v1/embeddings", lambda body: _embeddings(body, self.embedding_dim))
         self.script_chat(rule_based_reply)
+        self.script_messages(lambda body: rule_based_reply(as_chat(body)))
         self._lock = threading.Lock()
         server = self
 
@@ -214,8 +257,10 @@ class ScriptedServer:
                     for event in stream.events:
                         if stream.delay:
                             time.sleep(stream.delay)
+                        name, event = event if isinstance(event, tuple) else (None, event)
                         data = event if isinstance(event, str) else json.dumps(event)
-                        self.wfile.write(f"data: {data}\n\n".encode())
+                        head = f"event: {name}\n" if name else ""
+                        self.wfile.write(f"{head}data: {data}\n\n".encode())
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client stopped reading
@@ -247,6 +292,19 @@ class ScriptedServer:
             return 200, chat_completion(body, result)
 
         self.handlers["/v1/chat/completions"] = handle
+
+    def script_messages(self, reply: Callable[[dict[str, Any]], str]) -> None:
+        """Answer Messages API requests (``/v1/messages``) with the text ``reply(body)``."""
+
+        def handle(body: dict[str, Any]) -> tuple[int, Any]:
+            text = reply(body)
+            if body.get("stream"):
+                stream = anthropic_events(body, text, self.stream_chunk_size, self.stream_fail_after)
+                stream.delay = self.stream_delay
+                return 200, stream
+            return 200, anthropic_message(body, text)
+
+        self.handlers["/v1/messages"] = handle
 
     def chat_requests(self) -> list[dict[str, Any]]:
         """Bodies of the chat completion requests received so far."""
