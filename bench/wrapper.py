@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/wrapper.py [--sizes 1000,10000] [--samples 300]
 
+Streaming: time to the first visible token through the wrapper and through the bare SDK, and the
+stream filter's cost per chunk (measured on the SDK's own chunk objects, no network).
+
 Each sample makes the same request through the bare openai SDK and through ``with_fast_memory``,
 both to one scripted server on 127.0.0.1; the wrapper's own time is the difference. Replies end with
 an empty ``<memory>`` block (most turns carry nothing new); a second row has one new memory in every
@@ -66,6 +69,68 @@ def run(n: int, samples: int, new_memory: bool, embedder: LocalEmbedder, workdir
             "own_p95_ms": p(own, 95), "floor_p50_ms": p(floor, 50), "floor_p95_ms": p(floor, 95)}
 
 
+def first_token(stream) -> None:
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()
+
+
+def run_stream(n: int, samples: int, embedder: LocalEmbedder, workdir: Path) -> dict:
+    rng = np.random.default_rng(n + 1)
+    db = str(workdir / f"stream-{n}.db")
+    filler = open_memory("bench", db, embedder=embedder)
+    fill(filler, n, embedder.dim, rng)
+    filler.close()
+    reply = "Here is a longer answer that streams in small pieces. " * 4 + "\n<memory>" + json.dumps(
+        {"memories": []}) + "</memory>"
+    with ScriptedServer(stream_chunk_size=4) as server:
+        server.script_chat(lambda body: reply)
+        bare = openai.OpenAI(base_url=server.base_url, api_key="x")
+        wrapped = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), "bench", db,
+                                   embedder=embedder)
+        wrapped.memory.search("warm up")
+        extra, floor = [], []
+        for i in range(samples):
+            messages = [{"role": "user", "content": sentence(rng, i) + "?"}]
+            t = time.perf_counter()
+            first_token(bare.chat.completions.create(model="m", messages=messages, stream=True))
+            t_bare = time.perf_counter() - t
+            t = time.perf_counter()
+            first_token(wrapped.chat.completions.create(model="m", messages=messages, stream=True))
+            extra.append(time.perf_counter() - t - t_bare)
+            t = time.perf_counter()
+            wrapped.memory.search(messages[0]["content"], top_k=5)
+            floor.append(time.perf_counter() - t)
+        wrapped.close()
+    p = lambda xs, q: float(np.percentile(xs, q)) * 1000  # noqa: E731
+    return {"memories": n, "ttft_extra_p50_ms": p(extra, 50), "ttft_extra_p95_ms": p(extra, 95),
+            "floor_p50_ms": p(floor, 50)}
+
+
+def filter_cost(rounds: int = 200) -> float:
+    """Microseconds per chunk for the stream filter over a real reply cut in 4-character pieces."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from headroom.memory._dialects import ChunkFilter
+    from headroom.scripted_server import chat_chunks
+
+    reply = "A streamed answer of moderate length, with some text. " * 8 + '<memory>{"memories": [' \
+        '{"content": "Prefers short answers", "category": "preference"}]}</memory>'
+    events = [e for e in chat_chunks({"model": "m"}, reply, 4).events if isinstance(e, dict)]
+    total, count = 0.0, 0
+    for _ in range(rounds):
+        chunks = [ChatCompletionChunk.model_validate(e) for e in events]
+        chunk_filter = ChunkFilter()
+        t = time.perf_counter()
+        for chunk in chunks:
+            chunk_filter.process(chunk)
+        chunk_filter.memories()
+        total += time.perf_counter() - t
+        count += len(chunks)
+    return total / count * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000")
@@ -86,8 +151,21 @@ def main() -> None:
         carries = "1 new memory" if r["new_memory_per_reply"] else "empty block"
         print(f"| {r['memories']:,} | {carries} | {r['own_p50_ms']:.2f} ms | {r['own_p95_ms']:.2f} ms | "
               f"{r['floor_p50_ms']:.2f} ms | {r['floor_p95_ms']:.2f} ms | {r['own_p50_ms'] - r['floor_p50_ms']:+.2f} ms |")
+    streams = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            print(f"{n} memories, streaming", file=sys.stderr)
+            streams.append(run_stream(n, args.samples, embedder, Path(tmp)))
+    print("\n| memories | first token: wrapper - bare, p50 | p95 | floor p50 (search) | p50 - floor |")
+    print("|---|---|---|---|---|")
+    for r in streams:
+        print(f"| {r['memories']:,} | {r['ttft_extra_p50_ms']:.2f} ms | {r['ttft_extra_p95_ms']:.2f} ms | "
+              f"{r['floor_p50_ms']:.2f} ms | {r['ttft_extra_p50_ms'] - r['floor_p50_ms']:+.2f} ms |")
+    per_chunk = filter_cost()
+    print(f"\nstream filter: {per_chunk:.2f} us per chunk (4-character chunks of a real reply)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    Path(args.out).write_text(json.dumps({"calls": results, "streams": streams, "filter_us_per_chunk": per_chunk},
+                                         indent=2))
 
 
 if __name__ == "__main__":
