@@ -162,4 +162,4 @@ def test_async_memory_mirrors_the_sync_memory_api():
     for name in ("search", "add", "add_many", "get", "get_all", "update", "delete", "clear", "stats", "flush"):
         assert inspect.signature(getattr(AsyncUserMemory, name)) == inspect.signature(getattr(UserMemory, name))
         assert inspect.iscoroutinefunction(getattr(AsyncUserMemory, name))
-    assert public(UserMemory) - {"store", "embedder", "user_id", "close"} <= public(AsyncUserMemory)
+    assert public(UserMemory) - {"store", "embedder", "user_id", "close", "attach_worker"} <= public(AsyncUserMemory)

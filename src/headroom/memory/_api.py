@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -51,9 +52,15 @@ class UserMemory:
         self.store = store
         self.embedder = embedder
         self._owns_store = owns_store
-        self._worker = EmbeddingWorker(self.user_id, store, embedder)
+        self._embedding = EmbeddingWorker(self.user_id, store, embedder)
+        self._background: list[Any] = [self._embedding]  # each has kick(), wait(timeout), stop(timeout)
         if store.unembedded(self.user_id, 1):  # left by an earlier process
-            self._worker.kick()
+            self._embedding.kick()
+
+    def attach_worker(self, worker: Any) -> None:
+        """Add a background worker (``kick``/``wait``/``stop``) that ``flush`` and ``close`` wait for;
+        it runs before the embedding worker, whose work it may create."""
+        self._background.insert(0, worker)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -66,7 +73,7 @@ class UserMemory:
         if category is not None:
             validate_category(category)
         vector = self.embedder.embed([query])[0]
-        self._worker.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
+        self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
         return self.store.search(self.user_id, vector, top_k, category)
 
     def get(self, memory_id: str) -> Memory:
@@ -125,7 +132,7 @@ class UserMemory:
             for i, stored in zip(todo, self.store.add([drafts[i] for i in todo], vectors)):
                 results[i] = stored
             if defer_embedding:
-                self._worker.kick()
+                self._embedding.kick()
         return [m for m in results if m is not None]
 
     def _draft(self, item: MemoryInput, source: Source) -> Memory:
@@ -171,13 +178,23 @@ class UserMemory:
     # -- lifetime ---------------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until this user's stored memories are all embedded; False if ``timeout`` ran out."""
-        self._worker.kick()  # also picks up rows other processes left behind
-        return self._worker.wait(timeout)
+        """Wait until this user's background work is done (queued extractions, memories waiting for
+        their vectors); False if ``timeout`` ran out or the work is failing for now."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = True
+        for worker in self._background:
+            worker.kick()  # also picks up work other processes left behind
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done = worker.wait(left) and done
+        return done
+
+    def _stop_background(self, timeout: float) -> None:
+        for worker in self._background:
+            worker.stop(timeout)
 
     def close(self) -> None:
-        """Embed what is waiting (at most ``EXIT_WAIT_SECONDS``), then close the store if it is ours."""
-        self._worker.stop(EXIT_WAIT_SECONDS)
+        """Finish background work (at most ``EXIT_WAIT_SECONDS`` per worker), then close our store."""
+        self._stop_background(EXIT_WAIT_SECONDS)
         if self._owns_store:
             self.store.close()
 
@@ -212,5 +229,6 @@ def open_memory(
     if store is None:
         store = SQLiteStore(db_path, embedding_model=embedder.name, embedding_dim=embedder.dim)
     return UserMemory(user_id, store, embedder, owns_store=owns)
+
 
 

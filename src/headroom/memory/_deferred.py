@@ -11,20 +11,34 @@ import atexit
 import logging
 import threading
 import weakref
+from typing import Any
 
 from ._embedders import Embedder
 from ._errors import HeadroomMemoryError
 from ._store import Store
 
-__all__ = ["EmbeddingWorker", "EXIT_WAIT_SECONDS"]
+__all__ = ["EmbeddingWorker", "EXIT_WAIT_SECONDS", "stop_at_exit"]
 
 logger = logging.getLogger(__name__)
 
-#: How long interpreter exit waits for unembedded memories (they stay stored either way).
-EXIT_WAIT_SECONDS = 5.0
+#: How long ``close()`` and interpreter exit wait for each background worker of a memory; what is
+#: not done by then stays in the file (unembedded rows, queued jobs) for the next process.
+EXIT_WAIT_SECONDS = 10.0
 BATCH = 64
 
-_WORKERS: "weakref.WeakSet[EmbeddingWorker]" = weakref.WeakSet()
+# Background workers to finish at interpreter exit, by order (extraction before embedding). A worker
+# stays alive while its thread runs, so weak references lose nothing that still has work.
+_AT_EXIT: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+
+
+def stop_at_exit(worker: Any, order: int) -> None:
+    _AT_EXIT[worker] = order
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for worker in sorted(list(_AT_EXIT.keys()), key=lambda w: _AT_EXIT.get(w, 0)):
+        worker.stop(EXIT_WAIT_SECONDS)
 
 
 class EmbeddingWorker:
@@ -43,7 +57,7 @@ class EmbeddingWorker:
         self._stopping = False
         self._failed = 0  # the last kick count an attempt failed for; waiting on it would only stall
         self._thread: threading.Thread | None = None
-        _WORKERS.add(self)
+        stop_at_exit(self, order=1)
 
     def kick(self) -> None:
         with self._cond:
@@ -110,9 +124,3 @@ class EmbeddingWorker:
                         return  # the rows stay in the file for the next process
                     self._cond.wait(delay)
                     delay = min(delay * 2, self._max_delay)
-
-
-@atexit.register
-def _drain_at_exit() -> None:
-    for worker in list(_WORKERS):
-        worker.stop(EXIT_WAIT_SECONDS)

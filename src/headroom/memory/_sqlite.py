@@ -92,8 +92,29 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def _m002_extraction_jobs(db: sqlite3.Connection) -> None:
+    # Turns waiting for background extraction. A job is deleted only in the transaction that stores
+    # its memories; a running job whose lease lapsed (or whose process died) is taken again.
+    db.execute(
+        """CREATE TABLE extraction_jobs (
+            id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created_at REAL NOT NULL,
+            next_attempt_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL
+        )"""
+    )
+    db.execute("CREATE INDEX extraction_jobs_user ON extraction_jobs (user_id, status, next_attempt_at)")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _m001_initial),
+    (2, "extraction jobs", _m002_extraction_jobs),
 ]
 
 
@@ -213,8 +234,12 @@ class SQLiteStore:
                 time.sleep(0.05)
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken up front so concurrent writers queue instead of failing."""
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front so concurrent writers queue instead of failing.
+
+        SQLite errors inside become ``StorageError``; any error rolls back. For this module and its
+        siblings (the extraction queue), not for callers.
+        """
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -239,7 +264,7 @@ class SQLiteStore:
         self._indexes.clear()  # an index may have been patched for the write that did not happen
 
     def _migrate(self) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS headroom_migrations "
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
@@ -248,7 +273,7 @@ class SQLiteStore:
         for version, name, migrate in MIGRATIONS:
             if version in applied:
                 continue
-            with self._write() as db:
+            with self.transaction() as db:
                 # Another process may have applied it while we waited for the write lock.
                 if db.execute("SELECT 1 FROM headroom_migrations WHERE version = ?", (version,)).fetchone():
                     continue
@@ -260,7 +285,7 @@ class SQLiteStore:
                 logger.info("applied migration %d (%s) to %s", version, name, self.path)
 
     def _check_model(self) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             rows = dict(db.execute("SELECT key, value FROM headroom_meta WHERE key LIKE 'embedding_%'"))
             if not rows:
                 db.executemany(
@@ -337,7 +362,7 @@ class SQLiteStore:
 
     # -- the Store protocol -----------------------------------------------------------------------
 
-    def _read(self, sql: str, params: tuple) -> list[tuple]:
+    def query(self, sql: str, params: tuple) -> list[tuple]:
         with self._lock:
             try:
                 return self._db.execute(sql, params).fetchall()
@@ -345,14 +370,14 @@ class SQLiteStore:
                 raise StorageError(f"cannot read {self.path}: {exc}") from exc
 
     def find_text(self, user_id: str, text: str) -> Memory | None:
-        rows = self._read(
+        rows = self.query(
             f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND norm_text = ? AND superseded_by IS NULL",
             (user_id, normalize_text(text)),
         )
         return _row_to_memory(rows[0]) if rows else None
 
     def get(self, user_id: str, memory_id: str) -> Memory | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
+        rows = self.query(f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
         return _row_to_memory(rows[0]) if rows else None
 
     def list(self, user_id: str, category: str | None = None) -> list[Memory]:
@@ -361,13 +386,16 @@ class SQLiteStore:
         if category is not None:
             sql += " AND category = ?"
             params += (category,)
-        return [_row_to_memory(r) for r in self._read(sql + " ORDER BY created_at, pk", params)]
+        return [_row_to_memory(r) for r in self.query(sql + " ORDER BY created_at, pk", params)]
 
-    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> list[Memory]:
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None,
+            *, finish: Callable[[sqlite3.Connection], None] | None = None) -> list[Memory]:
         result: list[Memory] = []
         fresh: list[tuple[Memory, np.ndarray | None]] = []
         rows = vectors if vectors is not None else [None] * len(memories)
-        with self._lock, self._write() as db:
+        with self._lock, self.transaction() as db:
+            if finish is not None:
+                finish(db)  # e.g. take a job off the queue: in the same transaction, or not at all
             for memory, vector in zip(memories, rows):
                 norm = normalize_text(memory.text)
                 existing = db.execute(
@@ -402,7 +430,7 @@ class SQLiteStore:
 
     def unembedded(self, user_id: str, limit: int = 64) -> list[Memory]:
         """Live memories stored without a vector yet, oldest first."""
-        rows = self._read(
+        rows = self.query(
             f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND embedding IS NULL "
             "AND superseded_by IS NULL ORDER BY pk LIMIT ?",
             (user_id, limit),
@@ -412,7 +440,7 @@ class SQLiteStore:
     def set_vectors(self, memories: Sequence[Memory], vectors: np.ndarray) -> int:
         """Give stored memories their vectors; a memory already embedded or gone is left alone."""
         done: list[tuple[Memory, np.ndarray | None]] = []
-        with self._lock, self._write() as db:
+        with self._lock, self.transaction() as db:
             for memory, vector in zip(memories, vectors):
                 changed = db.execute(
                     "UPDATE memories SET embedding = ? WHERE user_id = ? AND id = ? AND text = ? "
@@ -427,7 +455,7 @@ class SQLiteStore:
 
     def update(self, memory: Memory, vector: np.ndarray | None) -> Memory:
         norm = normalize_text(memory.text)
-        with self._lock, self._write() as db:
+        with self._lock, self.transaction() as db:
             clash = db.execute(
                 "SELECT id FROM memories WHERE user_id = ? AND norm_text = ? AND id != ? AND superseded_by IS NULL",
                 (memory.user_id, norm, memory.id),
@@ -450,7 +478,7 @@ class SQLiteStore:
         return memory
 
     def delete(self, user_id: str, memory_id: str) -> bool:
-        with self._lock, self._write() as db:
+        with self._lock, self.transaction() as db:
             gone = db.execute("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)).rowcount
             if gone:
                 index = self._index_after_write(user_id, self._bump(db, user_id))
@@ -459,7 +487,7 @@ class SQLiteStore:
         return bool(gone)
 
     def clear(self, user_id: str) -> int:
-        with self._lock, self._write() as db:
+        with self._lock, self.transaction() as db:
             gone = db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,)).rowcount
             self._indexes[user_id] = VectorIndex(self.embedding_dim, self._bump(db, user_id))
         return gone
@@ -475,7 +503,7 @@ class SQLiteStore:
             return index.search(np.asarray(query, dtype=np.float32), top_k, category)
 
     def counts(self, user_id: str) -> dict[str, int]:
-        rows = self._read(
+        rows = self.query(
             "SELECT category, COUNT(*) FROM memories WHERE user_id = ? AND superseded_by IS NULL GROUP BY category",
             (user_id,),
         )

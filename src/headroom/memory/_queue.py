@@ -1,0 +1,148 @@
+"""The durable queue of turns waiting for background extraction, in the memory file itself.
+
+A job is taken under a lease (its owner names host, process and a random token); it leaves the
+queue only in the transaction that stores its memories, so a crash between the two loses nothing and
+stores nothing twice. A running job whose owner died on this host, or whose lease lapsed, is taken
+again by the next worker of the same user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ._errors import StorageError
+from ._sqlite import SQLiteStore
+
+__all__ = ["Job", "JobQueue", "RetryPolicy", "LeaseLost"]
+
+
+class LeaseLost(StorageError):
+    """The job was taken by another worker after this one's lease lapsed; its result is dropped."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a failing extraction is tried before it is kept as failed."""
+
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def delay(self, attempts: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** max(attempts - 1, 0))
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    user_id: str
+    payload: dict[str, Any]
+    attempts: int
+    owner: str
+
+
+def _alive_elsewhere(owner: str | None) -> bool:
+    """False when the owner was a process on this host that no longer exists."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # cannot tell from here: wait for the lease to lapse
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobQueue:
+    def __init__(self, store: SQLiteStore, *, lease_seconds: float = 600.0) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+
+    def put(self, user_id: str, payload: dict[str, Any]) -> int:
+        now = time.time()
+        with self.store.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO extraction_jobs (user_id, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?)",
+                (user_id, json.dumps(payload), now, now),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def take(self, user_id: str) -> Job | None:
+        """The oldest job of this user that is due, or was left running by a dead or late owner."""
+        now = time.time()
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        with self.store.transaction() as db:
+            rows = db.execute(
+                "SELECT id, payload, attempts, status, lease_owner, lease_until FROM extraction_jobs "
+                "WHERE user_id = ? AND status != 'failed' AND next_attempt_at <= ? ORDER BY id",
+                (user_id, now),
+            ).fetchall()
+            for job_id, payload, attempts, status, lease_owner, lease_until in rows:
+                if status == "running" and lease_until > now and _alive_elsewhere(lease_owner):
+                    continue
+                db.execute(
+                    "UPDATE extraction_jobs SET status = 'running', lease_owner = ?, lease_until = ? WHERE id = ?",
+                    (owner, now + self.lease_seconds, job_id),
+                )
+                return Job(job_id, user_id, json.loads(payload), attempts, owner)
+        return None
+
+    def finisher(self, job: Job) -> Callable[[sqlite3.Connection], None]:
+        """For ``SQLiteStore.add(..., finish=)``: removes the job inside the storing transaction."""
+
+        def finish(db: sqlite3.Connection) -> None:
+            gone = db.execute(
+                "DELETE FROM extraction_jobs WHERE id = ? AND lease_owner = ?", (job.id, job.owner)
+            ).rowcount
+            if not gone:
+                raise LeaseLost(f"extraction job {job.id} was taken by another worker")
+
+        return finish
+
+    def fail(self, job: Job, error: str, policy: RetryPolicy) -> bool:
+        """Record a failed attempt; True if the job will be tried again, False if it is now failed."""
+        attempts = job.attempts + 1
+        retry = attempts < policy.max_attempts
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE extraction_jobs SET attempts = ?, last_error = ?, status = ?, next_attempt_at = ?, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                (attempts, error[:2000], "pending" if retry else "failed",
+                 time.time() + (policy.delay(attempts) if retry else 0), job.id, job.owner),
+            )
+        return retry
+
+    def retry_failed(self, user_id: str) -> int:
+        """Put this user's failed jobs back in the queue with a fresh count of attempts."""
+        with self.store.transaction() as db:
+            return db.execute(
+                "UPDATE extraction_jobs SET status = 'pending', attempts = 0, next_attempt_at = ? "
+                "WHERE user_id = ? AND status = 'failed'",
+                (time.time(), user_id),
+            ).rowcount
+
+    def counts(self, user_id: str) -> dict[str, int]:
+        rows = self.store.query(
+            "SELECT status, COUNT(*) FROM extraction_jobs WHERE user_id = ? GROUP BY status", (user_id,))
+        found = dict(rows)
+        return {"pending": found.get("pending", 0) + found.get("running", 0), "failed": found.get("failed", 0)}
+
+    def failures(self, user_id: str) -> list[dict[str, Any]]:
+        rows = self.store.query(
+            "SELECT id, attempts, last_error, created_at FROM extraction_jobs WHERE user_id = ? AND status = 'failed' "
+            "ORDER BY id", (user_id,))
+        return [{"id": r[0], "attempts": r[1], "error": r[2], "created_at": r[3]} for r in rows]
