@@ -7,8 +7,25 @@ import sys
 from headroom.memory import open_memory
 
 
+def background_call(db_path: str, user_id: str, base_url: str, text: str) -> None:
+    """One call through with_memory, then hang until killed: the extraction is still queued."""
+    import time
+
+    import openai
+
+    from headroom.memory import with_memory
+
+    client = with_memory(openai.OpenAI(base_url=base_url, api_key="x"), user_id=user_id, db_path=db_path)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
+    print("called", flush=True)
+    time.sleep(120)
+
+
 def main() -> None:
     command, db_path, user_id, *args = sys.argv[1:]
+    if command == "background-call":
+        background_call(db_path, user_id, *args)
+        return
     memory = open_memory(user_id, db_path)
     if command == "add":
         for text in args:

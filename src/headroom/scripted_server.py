@@ -142,10 +142,10 @@ def as_chat(body: dict[str, Any]) -> dict[str, Any]:
 
 # What the rule-based stand-in "hears" in a user message: (pattern, memory template, category).
 _RULES = [
-    (re.compile(r"\bI(?:'m| am) an? ([^.,;!?]+?)(?: at ([^.,;!?]+))?[.,;!?]", re.I), "category-fact"),
-    (re.compile(r"\bI (?:prefer|like|love) ([^.,;!?]+)", re.I), "Prefers {0}"),
-    (re.compile(r"\bwe use ([^.,;!?]+)", re.I), "Uses {0}"),
-    (re.compile(r"\bI(?:'m| am) (?:working on|migrating|building) ([^.,;!?]+)", re.I), "Working on {0}"),
+    (re.compile(r"\bI(?:'m| am) an? ([^.,;!?\n]+?)(?: at ([^.,;!?\n]+))?[.,;!?]", re.I), "category-fact"),
+    (re.compile(r"\bI (?:prefer|like|love) ([^.,;!?\n]+)", re.I), "Prefers {0}"),
+    (re.compile(r"\bwe use ([^.,;!?\n]+)", re.I), "Uses {0}"),
+    (re.compile(r"\bI(?:'m| am) (?:working on|migrating|building) ([^.,;!?\n]+)", re.I), "Working on {0}"),
 ]
 
 
@@ -242,11 +242,14 @@ class ScriptedServer:
                     self._send_events(payload)
                     return
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away (a killed process, a timeout)
 
             def _send_events(self, stream: EventStream) -> None:
                 self.send_response(200)

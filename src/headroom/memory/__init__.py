@@ -7,6 +7,8 @@ it. Everything public is listed in ``__all__``; modules starting with ``_`` are 
 from ._api import MemoryInput, UserMemory, open_memory
 from ._embedders import Embedder, HashEmbedder, LocalEmbedder, OpenAIEmbedder
 from ._aio import AsyncUserMemory
+from ._background import with_memory
+from ._queue import RetryPolicy
 from ._fast import AsyncMemoryClient, MemoryClient, with_fast_memory
 from ._stream import AsyncMemoryStream, MemoryStream
 from ._errors import (
@@ -48,6 +50,8 @@ __all__ = [
     "default_db_path",
     "open_memory",
     "with_fast_memory",
+    "with_memory",
+    "RetryPolicy",
     "MemoryClient",
     "AsyncMemoryClient",
     "AsyncUserMemory",

@@ -91,7 +91,10 @@ class UserMemory:
     def stats(self) -> dict[str, Any]:
         counts = self.store.counts(self.user_id)
         total = sum(counts.values())
-        return {
+        extra: dict[str, Any] = {}
+        for worker in self._background:
+            extra.update(getattr(worker, "stats", dict)())
+        return extra | {
             "user_id": self.user_id,
             "total_memories": total,
             "total_chunks": total,  # the name headroom-ai's users already read
@@ -115,21 +118,24 @@ class UserMemory:
         return self.add_many([{"text": text, "category": category, "metadata": metadata}], source=source)[0]
 
     def add_many(self, items: Iterable[MemoryInput], *, source: Source = "manual",
-                 defer_embedding: bool = False) -> list[Memory]:
+                 defer_embedding: bool = False, finish: Any = None) -> list[Memory]:
         """Store several memories with one embedding batch and one transaction.
 
         Every item is validated before anything is embedded or written, so one bad item stores none.
         With ``defer_embedding=True`` they are written at once and embedded by a background thread
         a few milliseconds later: listed at once, searchable once embedded (``flush`` waits).
+        ``finish`` is passed to the store's transaction (the extraction queue uses it to remove its
+        job in the same transaction).
         """
         if source not in SOURCES:
             raise InvalidInputError(f"unknown source {source!r}")
         drafts = [self._draft(item, source) for item in items]
         results: list[Memory | None] = [self.store.find_text(self.user_id, d.text) for d in drafts]
         todo = [i for i, found in enumerate(results) if found is None]
-        if todo:
+        if todo or finish is not None:
             vectors = None if defer_embedding else self.embedder.embed([drafts[i].text for i in todo])
-            for i, stored in zip(todo, self.store.add([drafts[i] for i in todo], vectors)):
+            extra = {"finish": finish} if finish is not None else {}
+            for i, stored in zip(todo, self.store.add([drafts[i] for i in todo], vectors, **extra)):
                 results[i] = stored
             if defer_embedding:
                 self._embedding.kick()
@@ -187,6 +193,10 @@ class UserMemory:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             done = worker.wait(left) and done
         return done
+
+    def retry_failed(self) -> int:
+        """Queue this user's failed background extractions again; returns how many."""
+        return sum(worker.retry_failed() for worker in self._background if hasattr(worker, "retry_failed"))
 
     def _stop_background(self, timeout: float) -> None:
         for worker in self._background:

@@ -29,13 +29,18 @@ class StreamFilter(Protocol):
         """What the stream said, once it has ended or was closed."""
         ...
 
+    def text(self) -> str:
+        """The reply's text as the model wrote it (first choice), for background extraction."""
+        ...
+
 
 @dataclass(frozen=True)
 class Dialect:
     name: str
     instruct: Callable[[dict[str, Any]], bool]  # adds the instruction to a request copy; False if it must not
     clean: Callable[[Any], list[ExtractedMemory]]  # strips blocks from a response in place
-    stream_filter: Callable[[], StreamFilter]
+    reply_text: Callable[[Any], str]  # the reply's text, untouched
+    stream_filter: Callable[..., StreamFilter]  # strip=False only collects the text
 
 
 def _log(parsers: list[BlockParser]) -> None:
@@ -71,19 +76,31 @@ def _openai_clean(response: Any) -> list[ExtractedMemory]:
     return extracted or []
 
 
+def _openai_text(response: Any) -> str:
+    choices = getattr(response, "choices", None) or []
+    content = getattr(getattr(choices[0], "message", None), "content", None) if choices else None
+    return content if isinstance(content, str) else ""
+
+
 class ChunkFilter:
     """Chat completion chunks: one parser per choice, held-back text released on ``finish_reason``."""
 
-    def __init__(self) -> None:
+    def __init__(self, strip: bool = True) -> None:
+        self._strip = strip
         self._parsers: dict[int, BlockParser] = {}
         self._finished: set[int] = set()
+        self._text: list[str] = []
 
     def process(self, chunk: Any) -> list[Any]:
         for choice in getattr(chunk, "choices", None) or []:
             index = getattr(choice, "index", 0) or 0
-            parser = self._parsers.setdefault(index, BlockParser())
             delta = getattr(choice, "delta", None)
             content = getattr(delta, "content", None)
+            if index == 0 and isinstance(content, str):
+                self._text.append(content)
+            if not self._strip:
+                continue
+            parser = self._parsers.setdefault(index, BlockParser())
             text = parser.feed(content) if isinstance(content, str) else ""
             if getattr(choice, "finish_reason", None) is not None and index not in self._finished:
                 self._finished.add(index)
@@ -101,8 +118,11 @@ class ChunkFilter:
         first = self._parsers.get(0)
         return list(first.memories) if first else []
 
+    def text(self) -> str:
+        return "".join(self._text)
 
-OPENAI = Dialect("openai", _openai_instruct, _openai_clean, ChunkFilter)
+
+OPENAI = Dialect("openai", _openai_instruct, _openai_clean, _openai_text, ChunkFilter)
 
 
 # -- Anthropic messages -------------------------------------------------------------------------------
@@ -132,20 +152,32 @@ def _anthropic_clean(message: Any) -> list[ExtractedMemory]:
     return parser.memories
 
 
+def _anthropic_text(message: Any) -> str:
+    return "".join(block.text for block in getattr(message, "content", None) or []
+                   if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str))
+
+
 class EventFilter:
     """Messages API stream events: ``text_delta`` text is stripped per content block; what a block
     held back is released, as one more ``text_delta`` event, just before its ``content_block_stop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, strip: bool = True) -> None:
+        self._strip = strip
         self._parsers: dict[int, BlockParser] = {}
         self._last_delta: dict[int, Any] = {}
         self._finished: set[int] = set()
+        self._text: list[str] = []
 
     def process(self, event: Any) -> list[Any]:
         kind = getattr(event, "type", None)
         index = getattr(event, "index", 0)
         delta = getattr(event, "delta", None)
-        if kind == "content_block_delta" and getattr(delta, "type", None) == "text_delta":
+        is_text = kind == "content_block_delta" and getattr(delta, "type", None) == "text_delta"
+        if is_text:
+            self._text.append(delta.text)
+        if not self._strip:
+            return [event]
+        if is_text:
             delta.text = self._parsers.setdefault(index, BlockParser()).feed(delta.text)
             self._last_delta[index] = event
         elif kind == "content_block_stop" and index in self._parsers and index not in self._finished:
@@ -165,5 +197,8 @@ class EventFilter:
         _log(list(self._parsers.values()))
         return [m for parser in self._parsers.values() for m in parser.memories]
 
+    def text(self) -> str:
+        return "".join(self._text)
 
-ANTHROPIC = Dialect("anthropic", _anthropic_instruct, _anthropic_clean, EventFilter)
+
+ANTHROPIC = Dialect("anthropic", _anthropic_instruct, _anthropic_clean, _anthropic_text, EventFilter)

@@ -12,20 +12,21 @@ import inspect
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
 from ._embedders import Embedder, LOCAL_MODEL
 from ._errors import HeadroomMemoryError, InvalidInputError
 from ._dialects import ANTHROPIC, OPENAI, Dialect
-from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, prepend_to_message
+from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, new_user_texts, prepend_to_message
 from ._models import Memory
 from ._protocol import ExtractedMemory, format_injection
 from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
 
-__all__ = ["with_fast_memory", "FastMemory", "MemoryClient", "AsyncMemoryClient", "Turn"]
+__all__ = ["with_fast_memory", "FastMemory", "MemoryClient", "AsyncMemoryClient", "Turn", "client_memory",
+           "wrap_client", "dialect_of", "is_async"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +38,24 @@ class Turn:
     query: str | None = None
     injected: list[tuple[Memory, float]] = field(default_factory=list)
     instructed: bool = False
+    said: list[str] = field(default_factory=list)  # the user's new messages in this turn
+    model: str | None = None
 
 
 class FastMemory:
-    """Shape requests and handle replies for one user's memory."""
+    """Shape requests and handle replies for one user's memory.
+
+    Inline (``record=None``): the model is instructed and its reply's block is stripped and stored.
+    Background: nothing is added to the request and the reply is left as it is; ``record`` is called
+    with the turn and the reply's text (to queue it for extraction).
+    """
 
     def __init__(self, memory: UserMemory, *, top_k: int = 5, min_score: float = DEFAULT_MIN_SCORE,
-                 instruct: bool = True) -> None:
+                 record: Callable[[Turn, str], Any] | None = None) -> None:
         self.memory = memory
         self.top_k = top_k
         self.min_score = min_score
-        self.instruct = instruct
+        self.record = record
 
     def retrieve(self, query: str) -> list[tuple[Memory, float]]:
         """The memories worth injecting for ``query``; a failing search injects nothing."""
@@ -65,6 +73,8 @@ class FastMemory:
         turn = Turn()
         if not isinstance(messages, (list, tuple)):
             return out, turn
+        turn.said = new_user_texts(messages)
+        turn.model = kwargs.get("model")
         index = latest_user_index(messages)
         if index is not None:
             turn.query = message_text(messages[index]).strip() or None
@@ -73,7 +83,7 @@ class FastMemory:
         out["messages"] = list(messages)
         if turn.injected:
             out["messages"] = prepend_to_message(messages, index, format_injection(turn.injected))  # type: ignore[arg-type]
-        turn.instructed = self.instruct and dialect.instruct(out)
+        turn.instructed = self.record is None and dialect.instruct(out)
         return out, turn
 
     def store(self, extracted: list[ExtractedMemory]) -> list[Memory]:
@@ -90,10 +100,28 @@ class FastMemory:
             return []
 
     def after(self, response: Any, turn: Turn, dialect: Dialect) -> Any:
-        """The caller's reply: cleaned, and its memories stored, when the model was instructed."""
+        """The caller's reply: cleaned and its memories stored (inline), or its turn recorded."""
         if turn.instructed:
             self.store(dialect.clean(response))
+        elif self.record is not None:
+            self._record(turn, dialect.reply_text(response))
         return response
+
+    def stream(self, response: Any, turn: Turn, dialect: Dialect, shell: type) -> Any:
+        """The caller's stream, wrapped so its end is handled as ``after`` handles a whole reply."""
+        if turn.instructed:
+            return shell(response, dialect.stream_filter(), lambda f: self.store(f.memories()))
+        if self.record is not None:
+            return shell(response, dialect.stream_filter(strip=False), lambda f: self._record(turn, f.text()))
+        return response
+
+    def _record(self, turn: Turn, reply: str) -> None:
+        if not turn.said and not reply:
+            return
+        try:
+            self.record(turn, reply)  # type: ignore[misc]
+        except HeadroomMemoryError as exc:
+            logger.error("could not queue the turn for extraction: %s", exc)
 
 
 class _Proxy:
@@ -117,8 +145,8 @@ class _Create(_Proxy):
     def create(self, **kwargs: Any) -> Any:
         request, turn = self._core.before(kwargs, self._dialect)
         response = self._wrapped.create(**request)
-        if turn.instructed and request.get("stream"):
-            return MemoryStream(response, self._dialect.stream_filter(), self._core.store)
+        if request.get("stream"):
+            return self._core.stream(response, turn, self._dialect, MemoryStream)
         return self._core.after(response, turn, self._dialect)
 
 
@@ -128,8 +156,8 @@ class _AsyncCreate(_Create):
     async def create(self, **kwargs: Any) -> Any:  # type: ignore[override]
         request, turn = await asyncio.to_thread(self._core.before, kwargs, self._dialect)
         response = await self._wrapped.create(**request)
-        if turn.instructed and request.get("stream"):
-            return AsyncMemoryStream(response, self._dialect.stream_filter(), self._core.store)
+        if request.get("stream"):
+            return self._core.stream(response, turn, self._dialect, AsyncMemoryStream)
         return await asyncio.to_thread(self._core.after, response, turn, self._dialect)
 
 
@@ -146,7 +174,7 @@ class _ClientBase(_Proxy):
         super().__init__(client)
         self._core = core
         self._owns_memory = owns_memory
-        if _dialect_of(client) is ANTHROPIC:
+        if dialect_of(client) is ANTHROPIC:
             self.messages = self._create(client.messages, core, ANTHROPIC)
         else:
             self.chat = _Chat(client.chat, self._create(client.chat.completions, core, OPENAI))
@@ -219,7 +247,7 @@ def _create_of(resource: Any) -> Any:
     return create if callable(create) else None
 
 
-def _dialect_of(client: Any) -> Dialect:
+def dialect_of(client: Any) -> Dialect:
     """OpenAI-compatible (``chat.completions.create``) or Anthropic (``messages.create``)."""
     if _create_of(getattr(getattr(client, "chat", None), "completions", None)):
         return OPENAI
@@ -231,9 +259,9 @@ def _dialect_of(client: Any) -> Dialect:
     )
 
 
-def _is_async(client: Any) -> bool:
+def is_async(client: Any) -> bool:
     """SDKs decorate ``create``, so look beneath the decorators (and at the class's name)."""
-    resource = client.messages if _dialect_of(client) is ANTHROPIC else client.chat.completions
+    resource = client.messages if dialect_of(client) is ANTHROPIC else client.chat.completions
     create = resource.create
     return (inspect.iscoroutinefunction(inspect.unwrap(create)) or inspect.iscoroutinefunction(create)
             or type(client).__name__.startswith("Async"))
@@ -242,9 +270,35 @@ def _is_async(client: Any) -> bool:
 def _embeddings_client(client: Any) -> Any:
     """The wrapped client when it can serve ``embeddings.create`` synchronously, else None."""
     create = getattr(getattr(client, "embeddings", None), "create", None)
-    if callable(create) and not _is_async(client):
+    if callable(create) and not is_async(client):
         return client
     return None
+
+
+def client_memory(
+    client: Any,
+    user_id: str,
+    db_path: str | os.PathLike[str] | None,
+    top_k: int,
+    use_local_embeddings: bool,
+    embedding_model: str,
+    embedder: Embedder | None,
+    store: Store | None,
+) -> UserMemory:
+    """Check the client and the options, and open the user's memory (what both wrappers share)."""
+    dialect_of(client)  # a clear TypeError now rather than an AttributeError on the first call
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
+        raise InvalidInputError("top_k must be an integer from 1 to 100")
+    if embedder is None and not use_local_embeddings:
+        from ._embedders import make_embedder
+
+        embedder = make_embedder(False, embedding_model, client=_embeddings_client(client))
+    return open_memory(user_id, db_path, embedder=embedder, use_local_embeddings=use_local_embeddings,
+                       embedding_model=embedding_model, store=store)
+
+
+def wrap_client(client: Any, core: FastMemory) -> MemoryClient | AsyncMemoryClient:
+    return AsyncMemoryClient(client, core) if is_async(client) else MemoryClient(client, core)
 
 
 def with_fast_memory(
@@ -268,14 +322,5 @@ def with_fast_memory(
     (``AsyncOpenAI``) gives an ``AsyncMemoryClient``; ``stream=True`` gives a stream with the block
     removed as it passes.
     """
-    _dialect_of(client)  # a clear TypeError now rather than an AttributeError on the first call
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
-        raise InvalidInputError("top_k must be an integer from 1 to 100")
-    if embedder is None and not use_local_embeddings:
-        from ._embedders import make_embedder
-
-        embedder = make_embedder(False, embedding_model, client=_embeddings_client(client))
-    memory = open_memory(user_id, db_path, embedder=embedder, use_local_embeddings=use_local_embeddings,
-                         embedding_model=embedding_model, store=store)
-    core = FastMemory(memory, top_k=top_k, min_score=min_score)
-    return AsyncMemoryClient(client, core) if _is_async(client) else MemoryClient(client, core)
+    memory = client_memory(client, user_id, db_path, top_k, use_local_embeddings, embedding_model, embedder, store)
+    return wrap_client(client, FastMemory(memory, top_k=top_k, min_score=min_score))

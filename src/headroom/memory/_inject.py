@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-__all__ = ["DEFAULT_MIN_SCORE", "latest_user_index", "message_text", "prepend_to_message", "add_instruction",
+__all__ = ["DEFAULT_MIN_SCORE", "latest_user_index", "new_user_texts", "message_text", "prepend_to_message", "add_instruction",
            "wants_json"]
 
 #: Memories scoring below this cosine similarity are not injected. Chosen on LoCoMo observations with
@@ -30,6 +30,17 @@ def message_text(message: Mapping[str, Any]) -> str:
             if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
         )
     return ""
+
+
+def new_user_texts(messages: Sequence[Any]) -> list[str]:
+    """The texts of the user messages since the last assistant message: what this turn said."""
+    texts: list[str] = []
+    for message in reversed(messages):
+        if not isinstance(message, Mapping) or message.get("role") == "assistant":
+            break
+        if message.get("role") == "user" and message_text(message).strip():
+            texts.append(message_text(message).strip())
+    return texts[::-1]
 
 
 def latest_user_index(messages: Sequence[Any]) -> int | None:

@@ -23,6 +23,7 @@ __all__ = [
     "parse_reply",
     "parse_block",
     "format_injection",
+    "extraction_prompt",
 ]
 
 INSTRUCTION = (
@@ -32,6 +33,16 @@ INSTRUCTION = (
     'Categories: preference (e.g. "Prefers Python"), fact (e.g. "Works at a fintech startup"), '
     'context (e.g. "Migrating to microservices"). If there is nothing worth remembering, write '
     '<memory>{"memories": []}</memory>. The user never sees this block.'
+)
+
+EXTRACTION_INSTRUCTION = (
+    "You keep long-term memory about a user. Read the conversation turn and write down the facts "
+    "about the user worth remembering in later conversations: reusable facts only, not small talk, "
+    "and nothing already known (listed below). Reply with only a memory block:\n"
+    '<memory>{"memories": [{"content": "...", "category": "..."}]}</memory>\n'
+    "Categories: preference (likes, dislikes, preferred approaches), fact (identity, role, "
+    "constraints), context (current goals, ongoing tasks). If there is nothing new, reply "
+    '<memory>{"memories": []}</memory>.'
 )
 
 OPEN, CLOSE = "<memory>", "</memory>"
@@ -233,3 +244,11 @@ def format_injection(memories: Sequence[tuple[Memory, float]]) -> str:
         f"{lines}\n"
         "</remembered_context>\n\n"
     )
+
+
+def extraction_prompt(said: Sequence[str], reply: str, known: Sequence[Memory]) -> tuple[str, str]:
+    """The system and user texts of a background extraction call for one turn."""
+    lines = "\n".join(f"- [{m.category}] {m.text}" for m in known) or "(nothing yet)"
+    system = f"{EXTRACTION_INSTRUCTION}\n\nAlready known about the user:\n{lines}"
+    turn = "\n".join(f"User: {text}" for text in said)
+    return system, f"{turn}\nAssistant: {reply}".strip()

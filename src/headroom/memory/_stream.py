@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from ._dialects import StreamFilter
-from ._protocol import ExtractedMemory
 
 __all__ = ["MemoryStream", "AsyncMemoryStream"]
 
@@ -22,22 +21,21 @@ logger = logging.getLogger(__name__)
 class _StreamShell:
     """What both stream shells share: the filter, the end-of-stream bookkeeping, the SDK's attributes."""
 
-    def __init__(self, stream: Any, filter: StreamFilter, store: Any) -> None:
+    def __init__(self, stream: Any, filter: StreamFilter, on_end: Callable[[StreamFilter], Any]) -> None:
         self._stream = stream
         self._filter = filter
-        self._store = store  # called once with the memories when the stream ends well
+        self._on_end = on_end  # called once with the filter when the stream ends well or is closed
         self._ready: deque[Any] = deque()  # items the filter produced, not yet handed out
         self._done = False
 
-    def _end(self, ok: bool) -> list[ExtractedMemory]:
-        """Memories to store, once; none after a failure (nothing half-stored)."""
+    def _end(self, ok: bool) -> bool:
+        """True once, when the stream's end should be handled; never after a failure."""
         if self._done:
-            return []
+            return False
         self._done = True
         if not ok:
             logger.info("stream failed; nothing from it is stored")
-            return []
-        return self._filter.memories()
+        return ok
 
     @property
     def response(self) -> Any:
@@ -50,8 +48,8 @@ class _StreamShell:
 class MemoryStream(_StreamShell):
     """Iterates the SDK's stream, yielding its own chunks with the block removed."""
 
-    def __init__(self, stream: Any, filter: StreamFilter, store: Any) -> None:
-        super().__init__(stream, filter, store)
+    def __init__(self, stream: Any, filter: StreamFilter, on_end: Callable[[StreamFilter], Any]) -> None:
+        super().__init__(stream, filter, on_end)
         self._iterator = iter(stream)
 
     def __iter__(self) -> "MemoryStream":
@@ -71,9 +69,8 @@ class MemoryStream(_StreamShell):
         return self._ready.popleft()
 
     def _finish(self) -> None:
-        memories = self._end(True)
-        if memories:
-            self._store(memories)
+        if self._end(True):
+            self._on_end(self._filter)
 
     def close(self) -> None:
         """Close the SDK's stream; what arrived complete is parsed and stored."""
@@ -92,8 +89,8 @@ class MemoryStream(_StreamShell):
 class AsyncMemoryStream(_StreamShell):
     """Async-iterates the SDK's stream; storing runs off the event loop."""
 
-    def __init__(self, stream: Any, filter: StreamFilter, store: Any) -> None:
-        super().__init__(stream, filter, store)
+    def __init__(self, stream: Any, filter: StreamFilter, on_end: Callable[[StreamFilter], Any]) -> None:
+        super().__init__(stream, filter, on_end)
         self._iterator = stream.__aiter__()
 
     def __aiter__(self) -> "AsyncMemoryStream":
@@ -113,9 +110,8 @@ class AsyncMemoryStream(_StreamShell):
         return self._ready.popleft()
 
     async def _finish(self) -> None:
-        memories = self._end(True)
-        if memories:
-            await asyncio.to_thread(self._store, memories)
+        if self._end(True):
+            await asyncio.to_thread(self._on_end, self._filter)
 
     async def close(self) -> None:
         """Close the SDK's stream; what arrived complete is parsed and stored."""

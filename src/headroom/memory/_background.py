@@ -1,0 +1,226 @@
+"""``with_memory``: replies untouched, memories extracted by a separate call in background threads.
+
+After each call the turn is written to the queue in the memory file before ``create`` returns; worker
+threads take jobs, ask the model (through the raw client) for a ``<memory>`` block, then embed and
+store the memories in the transaction that removes the job. Failures are retried with backoff and
+then kept as failed, visible in ``stats()`` and retryable; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable
+
+from ._api import UserMemory
+from ._deferred import EXIT_WAIT_SECONDS, stop_at_exit
+from ._dialects import ANTHROPIC, Dialect
+from ._embedders import LOCAL_MODEL, Embedder
+from ._errors import HeadroomMemoryError, InvalidInputError
+from ._fast import AsyncMemoryClient, FastMemory, MemoryClient, Turn, client_memory, dialect_of, is_async, wrap_client
+from ._inject import DEFAULT_MIN_SCORE
+from ._protocol import extraction_prompt, parse_reply
+from ._queue import Job, JobQueue, LeaseLost, RetryPolicy
+from ._sqlite import SQLiteStore
+from ._store import Store
+
+__all__ = ["with_memory", "ExtractionWorker", "RetryPolicy"]
+
+logger = logging.getLogger(__name__)
+
+#: Signature of the extraction call: (system, user text, model) -> the model's reply text.
+Caller = Callable[[str, str, str], str]
+KNOWN_MEMORIES = 10
+
+
+def make_caller(client: Any, dialect: Dialect) -> Caller:
+    """One extraction request through a synchronous client of either API family."""
+    if dialect is ANTHROPIC:
+        def call(system: str, user: str, model: str) -> str:
+            message = client.messages.create(model=model, max_tokens=1024, system=system,
+                                             messages=[{"role": "user", "content": user}])
+            return dialect.reply_text(message)
+    else:
+        def call(system: str, user: str, model: str) -> str:
+            response = client.chat.completions.create(
+                model=model, messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
+            return dialect.reply_text(response)
+    return call
+
+
+def sync_twin(client: Any) -> Any:
+    """A synchronous client of the same SDK and settings, for the worker threads of an async one."""
+    module = importlib.import_module(type(client).__module__)
+    twin = getattr(module, type(client).__name__.removeprefix("Async"), None)
+    if twin is None:
+        raise TypeError(f"cannot find a synchronous twin of {type(client).__name__}; pass extraction_client=")
+    return twin(api_key=getattr(client, "api_key", None), base_url=getattr(client, "base_url", None))
+
+
+class ExtractionWorker:
+    """Threads that drain one user's extraction jobs; ``kick``/``wait``/``stop`` like the embedder's."""
+
+    def __init__(self, memory: UserMemory, queue: JobQueue, call: Caller, *, workers: int = 1,
+                 policy: RetryPolicy = RetryPolicy(), model: str | None = None, min_score: float = DEFAULT_MIN_SCORE,
+                 poll_seconds: float = 1.0) -> None:
+        self.memory = memory
+        self.queue = queue
+        self._call = call
+        self._workers = workers
+        self.policy = policy
+        self.model = model
+        self.min_score = min_score
+        self._poll = poll_seconds
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        stop_at_exit(self, order=0)
+
+    # -- control ------------------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        with self._cond:
+            self._stopping = False
+            self._threads = [t for t in self._threads if t.is_alive()]
+            while len(self._threads) < self._workers:
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name=f"headroom-extract-{self.memory.user_id}-{len(self._threads)}")
+                self._threads.append(thread)
+                thread.start()
+            self._cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no job of this user is pending or running; True if none failed either."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            counts = self.queue.counts(self.memory.user_id)
+            if counts["pending"] == 0:
+                return counts["failed"] == 0
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            with self._cond:
+                self._cond.wait(0.02)
+
+    def stop(self, timeout: float = EXIT_WAIT_SECONDS) -> None:
+        """Drain for at most ``timeout`` seconds, then end the threads; unfinished jobs stay queued."""
+        if any(t.is_alive() for t in self._threads):
+            self.wait(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(1.0)
+
+    def stats(self) -> dict[str, int]:
+        counts = self.queue.counts(self.memory.user_id)
+        return {"pending_extractions": counts["pending"], "failed_extractions": counts["failed"]}
+
+    def retry_failed(self) -> int:
+        count = self.queue.retry_failed(self.memory.user_id)
+        if count:
+            self.kick()
+        return count
+
+    # -- work ---------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+            try:
+                job = self.queue.take(self.memory.user_id)
+            except HeadroomMemoryError as exc:
+                logger.error("cannot read the extraction queue: %s", exc)
+                job = None
+            if job is None:
+                with self._cond:
+                    if not self._stopping:
+                        self._cond.wait(self._poll)  # a kick wakes us; the poll catches retries due
+                continue
+            self._process(job)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _known(self, said: list[str]) -> list[Any]:
+        query = " ".join(said).strip()
+        if not query:
+            return []
+        try:
+            found = self.memory.search(query[:2000], top_k=KNOWN_MEMORIES)
+        except HeadroomMemoryError as exc:
+            logger.warning("could not look up known memories for extraction: %s", exc)
+            return []
+        return [m for m, score in found if score >= self.min_score]
+
+    def _process(self, job: Job) -> None:
+        said = [str(t) for t in job.payload.get("said") or []]
+        reply = str(job.payload.get("reply") or "")
+        model = self.model or job.payload.get("model")
+        try:
+            if not model:
+                raise InvalidInputError("no model to extract with: pass extraction_model=")
+            system, user = extraction_prompt(said, reply, self._known(said))
+            answer = self._call(system, user, model)
+            parsed = parse_reply(answer)
+            for problem in parsed.problems:
+                logger.warning("memory block from extraction: %s", problem)
+            items = [{"text": m.text, "category": m.category} for m in parsed.memories]
+            self.memory.add_many(items, source="background", finish=self.queue.finisher(job))
+        except LeaseLost as exc:
+            logger.info("%s", exc)
+        except Exception as exc:  # the model's API, the embedder, the store: retried, then kept as failed
+            error = f"{type(exc).__name__}: {exc}"
+            if self.queue.fail(job, error, self.policy):
+                logger.warning("extraction job %d failed (attempt %d), will retry: %s", job.id, job.attempts + 1, error)
+            else:
+                logger.error("extraction job %d failed %d times; kept as failed: %s", job.id, job.attempts + 1, error)
+
+
+def with_memory(
+    client: Any,
+    user_id: str,
+    db_path: str | os.PathLike[str] | None = None,
+    top_k: int = 5,
+    use_local_embeddings: bool = True,
+    embedding_model: str = LOCAL_MODEL,
+    *,
+    min_score: float = DEFAULT_MIN_SCORE,
+    embedder: Embedder | None = None,
+    store: Store | None = None,
+    extraction_model: str | None = None,
+    extraction_client: Any = None,
+    workers: int = 1,
+    retry: RetryPolicy = RetryPolicy(),
+) -> MemoryClient | AsyncMemoryClient:
+    """Give a client memory extracted by a separate call in the background.
+
+    Memories are injected as ``with_fast_memory`` does, but the request gets no instruction and the
+    reply comes back exactly as the model wrote it. Each turn is queued in the memory file before
+    ``create`` returns; ``workers`` threads extract with ``extraction_model`` (default: the call's
+    own model) through ``extraction_client`` (default: the same client, or its synchronous twin).
+    ``client.memory.flush()`` waits for the queue; ``close()`` and interpreter exit drain it for at
+    most ``EXIT_WAIT_SECONDS``, and what is left is taken up by the next process.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidInputError("workers must be a positive integer")
+    memory = client_memory(client, user_id, db_path, top_k, use_local_embeddings, embedding_model, embedder, store)
+    if not isinstance(memory.store, SQLiteStore):
+        raise InvalidInputError("with_memory keeps its queue in the SQLite store")
+    dialect = dialect_of(client)
+    if extraction_client is None:
+        extraction_client = sync_twin(client) if is_async(client) else client
+    queue = JobQueue(memory.store)
+    worker = ExtractionWorker(memory, queue, make_caller(extraction_client, dialect), workers=workers,
+                              policy=retry, model=extraction_model, min_score=min_score)
+    memory.attach_worker(worker)
+
+    def record(turn: Turn, reply: str) -> None:
+        queue.put(memory.user_id, {"said": turn.said, "reply": reply, "model": turn.model})
+        worker.kick()
+
+    worker.kick()  # take up what an earlier process left
+    return wrap_client(client, FastMemory(memory, top_k=top_k, min_score=min_score, record=record))

@@ -1,0 +1,183 @@
+"""with_memory: the reply untouched, extraction in the background, never losing a turn."""
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import openai
+import pytest
+
+from headroom.memory import RetryPolicy, with_memory
+from headroom.scripted_server import ScriptedServer, chat_chunks, chat_completion, rule_based_reply
+
+from .spec_examples import examples
+from .test_concurrency import WORKER
+
+
+def is_extraction(body):
+    return "You keep long-term memory" in str(body["messages"][0].get("content"))
+
+
+class Model:
+    """The rule-based stand-in, with extraction calls that can be held or made to fail."""
+
+    def __init__(self):
+        self.hold = 0.0
+        self.fail = False
+        self.extractions = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, body):
+        if is_extraction(body):
+            with self.lock:
+                self.extractions += 1
+            time.sleep(self.hold)
+            if self.fail:
+                return 500, {"error": {"message": "extraction model down", "type": "server_error"}}
+        if body.get("stream"):
+            return 200, chat_chunks(body, rule_based_reply(body), 4)
+        return 200, chat_completion(body, [rule_based_reply(body)])
+
+
+@pytest.fixture
+def model():
+    return Model()
+
+
+@pytest.fixture
+def server(model, local_embedder):
+    with ScriptedServer() as srv:
+        srv.handlers["/v1/chat/completions"] = model
+        yield srv
+
+
+def client_for(server, tmp_path, **kw):
+    return with_memory(openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0), user_id="alice",
+                       db_path=str(tmp_path / "bg.db"), **kw)
+
+
+def test_spec_background_example(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.chdir(tmp_path)
+    (code,) = examples("### 2. Background Memory (Separate Extraction)")
+    namespace: dict = {}
+    exec("from openai import OpenAI\n" + code, namespace)
+    client = namespace["client"]
+    response = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "I prefer Python for backend work"}])
+    assert response.choices[0].message.content == "Thanks, noted: Prefers Python for backend work."
+    assert client.memory.flush(timeout=30) is True
+    assert [m.text for m in client.memory.get_all()] == ["Prefers Python for backend work"]
+    assert client.memory.get_all()[0].source == "background"
+    assert (tmp_path / "memory.db").is_file()
+    client.close()
+
+
+def test_reply_is_untouched_and_the_caller_does_not_wait(server, model, tmp_path):
+    model.hold = 2.0
+    client = client_for(server, tmp_path)
+    started = time.monotonic()
+    response = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Kafka."}])
+    assert time.monotonic() - started < 1.0  # the extraction is still held by the server
+    assert response.choices[0].message.content == "Thanks, noted: Uses Kafka."
+    sent = server.chat_requests()[0]
+    assert sent["messages"] == [{"role": "user", "content": "We use Kafka."}]  # no instruction added
+    assert client.memory.get_all() == [] and client.memory.stats()["pending_extractions"] == 1
+    assert client.memory.flush(timeout=30) is True
+    assert [m.text for m in client.memory.get_all()] == ["Uses Kafka"]
+    assert client.memory.stats()["pending_extractions"] == 0
+    client.close()
+
+
+def test_known_memories_are_shown_to_the_extractor_and_injected(server, tmp_path):
+    client = client_for(server, tmp_path)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer Rust for CLIs."}])
+    client.memory.flush(timeout=30)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Which language for CLIs?"}])
+    client.memory.flush(timeout=30)
+    bodies = server.chat_requests()
+    assert "- [preference] Prefers Rust for CLIs" in bodies[2]["messages"][-1]["content"]  # injected
+    assert "- [preference] Prefers Rust for CLIs" in bodies[3]["messages"][0]["content"]  # known to extractor
+    client.close()
+
+
+def test_failures_are_retried_then_kept_as_failed_and_retryable(server, model, tmp_path, caplog):
+    model.fail = True
+    client = client_for(server, tmp_path, retry=RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1))
+    with caplog.at_level(logging.WARNING, logger="headroom.memory"):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Flink."}])
+        assert client.memory.flush(timeout=30) is False
+    assert model.extractions == 3
+    stats = client.memory.stats()
+    assert stats["failed_extractions"] == 1 and stats["pending_extractions"] == 0
+    assert any("kept as failed" in r.message for r in caplog.records)
+    model.fail = False
+    assert client.memory.retry_failed() == 1
+    assert client.memory.flush(timeout=30) is True
+    assert [m.text for m in client.memory.get_all()] == ["Uses Flink"]
+    client.close()
+
+
+def test_a_killed_process_leaves_a_job_the_next_one_completes(server, model, tmp_path):
+    model.hold = 60.0  # the child's extraction never returns
+    db_path = str(tmp_path / "bg.db")
+    child = subprocess.Popen([sys.executable, WORKER, "background-call", db_path, "alice", server.base_url,
+                              "I prefer Elixir for chat servers."], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "called"
+    deadline = time.monotonic() + 30
+    while model.extractions == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the child's worker has taken the job
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    model.hold = 0.0
+    client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="alice", db_path=db_path)
+    assert client.memory.flush(timeout=30) is True
+    assert [m.text for m in client.memory.get_all()] == ["Prefers Elixir for chat servers"]
+    client.close()
+
+
+def test_eight_threads_fifty_calls_each_every_turn_extracted_once(server, model, tmp_path):
+    client = client_for(server, tmp_path, workers=2)
+    errors = []
+
+    def talk(t):
+        try:
+            for i in range(50):
+                client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": f"I prefer tool {t} {i}."}])
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=talk, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert client.memory.flush(timeout=120) is True
+    texts = [m.text for m in client.memory.get_all()]
+    assert sorted(texts) == sorted(f"Prefers tool {t} {i}" for t in range(8) for i in range(50))
+    assert model.extractions == 400  # exactly once each
+    client.close()
+
+
+def test_async_client_extracts_through_its_sync_twin(server, tmp_path):
+    import asyncio
+
+    async def main():
+        client = with_memory(openai.AsyncOpenAI(base_url=server.base_url, api_key="x"), user_id="alice",
+                             db_path=str(tmp_path / "abg.db"))
+        stream = await client.chat.completions.create(
+            model="m", stream=True, messages=[{"role": "user", "content": "We use Pulsar."}])
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert await client.memory.flush(30) is True
+        memories = [m.text for m in await client.memory.get_all()]
+        await client.close()
+        return text, memories
+
+    text, memories = asyncio.run(main())
+    assert text == "Thanks, noted: Uses Pulsar." and memories == ["Uses Pulsar"]
