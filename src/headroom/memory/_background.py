@@ -77,6 +77,7 @@ class ExtractionWorker:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self.last_model: str | None = None
         stop_at_exit(self, order=0)
 
     # -- control ------------------------------------------------------------------------------------
@@ -117,6 +118,13 @@ class ExtractionWorker:
     def stats(self) -> dict[str, int]:
         counts = self.queue.counts(self.memory.user_id)
         return {"pending_extractions": counts["pending"], "failed_extractions": counts["failed"]}
+
+    def submit(self, said: list[str], reply: str, model: str | None = None) -> None:
+        """Queue one turn for extraction (``model`` defaults to the last one the client called)."""
+        if model:
+            self.last_model = model
+        self.queue.put(self.memory.user_id, {"said": said, "reply": reply, "model": model or self.last_model})
+        self.kick()
 
     def retry_failed(self) -> int:
         count = self.queue.retry_failed(self.memory.user_id)
@@ -219,8 +227,7 @@ def with_memory(
     memory.attach_worker(worker)
 
     def record(turn: Turn, reply: str) -> None:
-        queue.put(memory.user_id, {"said": turn.said, "reply": reply, "model": turn.model})
-        worker.kick()
+        worker.submit(turn.said, reply, turn.model)
 
     worker.kick()  # take up what an earlier process left
     return wrap_client(client, FastMemory(memory, top_k=top_k, min_score=min_score, record=record))
