@@ -28,11 +28,11 @@ _SYSTEM_ROLES = ("system", "developer")
 @dataclass
 class _Unit:
     indexes: list[int]
-    tokens: int
     starts_with_user: bool
+    tokens: int | None = None  # counted only when the window reaches this far back
 
 
-def _units(messages: Sequence[Message], counter: TokenCounter) -> list[_Unit]:
+def _units(messages: Sequence[Message]) -> list[_Unit]:
     """Non-system messages grouped: a tool-calling assistant message with the tool results it awaits."""
     units: list[_Unit] = []
     open_calls: set[str] = set()
@@ -40,15 +40,13 @@ def _units(messages: Sequence[Message], counter: TokenCounter) -> list[_Unit]:
         role = message.get("role")
         if role in _SYSTEM_ROLES:
             continue
-        tokens = counter.count_message(message)
         if role == "tool" and units and message.get("tool_call_id") in open_calls:
             units[-1].indexes.append(i)
-            units[-1].tokens += tokens
             open_calls.discard(message.get("tool_call_id"))
             continue
         calls = message.get("tool_calls") or []
         open_calls = {c.get("id") for c in calls if isinstance(c, Mapping)} if role == "assistant" else set()
-        units.append(_Unit([i], tokens, role == "user"))
+        units.append(_Unit([i], role == "user"))
     return units
 
 
@@ -85,23 +83,29 @@ class RollingWindowTransform:
         messages = list(messages)
         budget = self.max_tokens - self.reserve_for_reply - REPLY_PRIMING
         budget -= sum(self.counter.count_message(m) for m in messages if m.get("role") in _SYSTEM_ROLES)
-        units = _units(messages, self.counter)
+        units = _units(messages)
+
+        def tokens(unit: _Unit) -> int:
+            if unit.tokens is None:
+                unit.tokens = sum(self.counter.count_message(messages[i]) for i in unit.indexes)
+            return unit.tokens
+
         first_user = next((u for u in units if u.starts_with_user), None) if self.keep_first_user else None
         if first_user is not None:
-            budget -= first_user.tokens
+            budget -= tokens(first_user)
         latest_user = max((n for n, u in enumerate(units) if u.starts_with_user), default=None)
 
         start = len(units)  # the kept suffix is units[start:]
         used = 0
         while start > 0:
-            cost = 0 if units[start - 1] is first_user else units[start - 1].tokens  # reserved above
+            cost = 0 if units[start - 1] is first_user else tokens(units[start - 1])  # reserved above
             if used + cost > budget:
                 break
             start -= 1
             used += cost
         if latest_user is not None and start > latest_user:
             logger.warning("the latest user message and what follows it need %d tokens, more than the %d "
-                           "available; kept anyway", sum(u.tokens for u in units[latest_user:]), budget)
+                           "available; kept anyway", sum(tokens(u) for u in units[latest_user:]), budget)
             start = latest_user
         while start < len(units) and not units[start].starts_with_user and (
                 latest_user is None or start < latest_user):
