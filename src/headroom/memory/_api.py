@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -32,6 +34,7 @@ from ._models import (
     validate_text,
     validate_user_id,
 )
+from ._scoring import DEFAULT_SCORING, Scoring
 from ._sqlite import SQLiteStore
 from ._store import Store
 
@@ -47,13 +50,27 @@ MAX_TOP_K = 1000
 SEARCH_WAIT_SECONDS = 2.0
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="headroom-search")
+        return _POOL
+
+
 class UserMemory:
     """Search, add and manage the memories of one user."""
 
-    def __init__(self, user_id: str, store: Store, embedder: Embedder, *, owns_store: bool = False) -> None:
+    def __init__(self, user_id: str, store: Store, embedder: Embedder, *, owns_store: bool = False,
+                 scoring: Scoring = DEFAULT_SCORING) -> None:
         self.user_id = validate_user_id(user_id)
         self.store = store
         self.embedder = embedder
+        self.scoring = scoring
         self._owns_store = owns_store
         self._embedding = EmbeddingWorker(self.user_id, store, embedder)
         self._background: list[Any] = [self._embedding]  # each has kick(), wait(timeout), stop(timeout)
@@ -68,16 +85,28 @@ class UserMemory:
     # -- reading ----------------------------------------------------------------------------------
 
     def search(self, query: str, top_k: int = 5, category: Category | None = None) -> list[tuple[Memory, float]]:
-        """The ``top_k`` memories most similar to ``query``, best first, with cosine scores."""
+        """The ``top_k`` memories best matching ``query``, best first, each with its cosine similarity.
+
+        Ranked by meaning and by words together (see ``_scoring.py``), so a paraphrase and an exact
+        name both find their memory.
+        """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("search query must be a non-empty string")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInputError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
         if category is not None:
             validate_category(category)
+        wide = max(top_k, self.scoring.candidates)
+        # The full-text lookup runs in a thread while the query is embedded (both release the GIL).
+        words = _pool().submit(self.store.keyword_search, self.user_id, query, wide, category) if (
+            self.scoring.keyword_weight) else None
         vector = self.embedder.embed([query])[0]
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
-        return self.store.search(self.user_id, vector, top_k, category)
+        by_meaning = self.store.search(self.user_id, vector, wide, category)
+        if words is None:
+            return by_meaning[:top_k]
+        by_words = self.store.similarity(self.user_id, words.result(), vector)
+        return self.scoring.rank(by_meaning, by_words, top_k)
 
     def get(self, memory_id: str) -> Memory:
         memory = self.store.get(self.user_id, memory_id)

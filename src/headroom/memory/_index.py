@@ -97,6 +97,13 @@ class VectorIndex:
             self._row[moved.id] = row
         self._memories.pop()
 
+    def similarity(self, memory_id: str, query: np.ndarray) -> tuple[Memory, float] | None:
+        """One memory and its cosine to ``query``, if it is in the index."""
+        row = self._row.get(memory_id)
+        if row is None:
+            return None
+        return self._memories[row], float(self._matrix[row] @ query)
+
     def search(self, query: np.ndarray, top_k: int, category: str | None = None) -> list[tuple[Memory, float]]:
         n = len(self._memories)
         if n == 0 or top_k <= 0:

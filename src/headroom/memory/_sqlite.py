@@ -28,6 +28,7 @@ from ._errors import (
 )
 from ._index import VectorIndex
 from ._models import Memory, normalize_text
+from ._scoring import fts_query
 
 __all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]
 
@@ -61,7 +62,9 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL,
             superseded_by TEXT REFERENCES memories(id),
-            embedding BLOB  -- NULL while the memory waits for its embedding (stored, not yet searchable)
+            embedding BLOB,  -- NULL while the memory waits for its embedding (stored, not yet searchable)
+            -- One full-text token naming the user, so a keyword search matches only that user's rows.
+            user_key TEXT GENERATED ALWAYS AS ('u' || hex(user_id)) VIRTUAL
         )"""
     )
     db.execute("CREATE INDEX memories_user ON memories (user_id, created_at)")
@@ -75,20 +78,22 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE user_versions (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID")
     db.execute(
         "CREATE VIRTUAL TABLE memories_fts USING fts5("
-        "text, content='memories', content_rowid='pk', tokenize='porter unicode61')"
+        "text, user_key, content='memories', content_rowid='pk', tokenize='porter unicode61')"
     )
     db.execute(
         "CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN "
-        "INSERT INTO memories_fts (rowid, text) VALUES (new.pk, new.text); END"
+        "INSERT INTO memories_fts (rowid, text, user_key) VALUES (new.pk, new.text, new.user_key); END"
     )
     db.execute(
         "CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN "
-        "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', old.pk, old.text); END"
+        "INSERT INTO memories_fts (memories_fts, rowid, text, user_key) "
+        "VALUES ('delete', old.pk, old.text, old.user_key); END"
     )
     db.execute(
         "CREATE TRIGGER memories_fts_update AFTER UPDATE OF text ON memories BEGIN "
-        "INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', old.pk, old.text); "
-        "INSERT INTO memories_fts (rowid, text) VALUES (new.pk, new.text); END"
+        "INSERT INTO memories_fts (memories_fts, rowid, text, user_key) "
+        "VALUES ('delete', old.pk, old.text, old.user_key); "
+        "INSERT INTO memories_fts (rowid, text, user_key) VALUES (new.pk, new.text, new.user_key); END"
     )
 
 
@@ -501,6 +506,33 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot read {self.path}: {exc}") from exc
             return index.search(np.asarray(query, dtype=np.float32), top_k, category)
+
+    def keyword_search(self, user_id: str, text: str, top_k: int, category: str | None = None) -> list[str]:
+        """Ids of live memories matching ``text``'s words, best first by FTS5 BM25."""
+        words = fts_query(text)
+        if words is None:
+            return []
+        # The user's token narrows the match inside FTS5; only the top rows are joined to memories.
+        match = f'user_key : "u{user_id.encode().hex().upper()}" AND text : ({words})'
+        sql = ("SELECT m.id FROM (SELECT rowid AS pk, bm25(memories_fts, 1.0, 0.0) AS score FROM memories_fts "
+               "WHERE memories_fts MATCH ? ORDER BY score LIMIT ?) AS f JOIN memories m ON m.pk = f.pk "
+               "WHERE m.superseded_by IS NULL")
+        params: tuple = (match, top_k if category is None else 4 * top_k)
+        if category is not None:
+            sql += " AND m.category = ?"
+            params += (category,)
+        return [r[0] for r in self.query(sql + " ORDER BY f.score LIMIT ?", (*params, top_k))]
+
+    def similarity(self, user_id: str, ids: Sequence[str], query: np.ndarray) -> list[tuple[Memory, float]]:
+        """The user's searchable memories among ``ids``, in that order, with their cosine to ``query``."""
+        with self._lock:
+            try:
+                index = self._index(user_id)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read {self.path}: {exc}") from exc
+            q = np.asarray(query, dtype=np.float32)
+            hits = [index.similarity(memory_id, q) for memory_id in ids]
+        return [hit for hit in hits if hit is not None]
 
     def counts(self, user_id: str) -> dict[str, int]:
         rows = self.query(

@@ -57,6 +57,14 @@ class Store(Protocol):
         """Live memories by cosine similarity to ``query``, best first."""
         ...
 
+    def keyword_search(self, user_id: str, text: str, top_k: int, category: str | None = None) -> list[str]:
+        """Ids of live memories matching the words of ``text``, best first (full-text ranking)."""
+        ...
+
+    def similarity(self, user_id: str, ids: Sequence[str], query: np.ndarray) -> list[tuple[Memory, float]]:
+        """The user's searchable memories among ``ids``, in that order, with their cosine to ``query``."""
+        ...
+
     def counts(self, user_id: str) -> dict[str, int]:
         """Live memories per category."""
         ...

@@ -1,0 +1,181 @@
+"""Retrieval recall on LoCoMo: every turn stored as a memory, every question searched.
+
+    .venv/bin/python bench/locomo.py [--conversations 10] [--out bench/out/locomo.json]
+
+Each conversation is one user; each turn one memory, "<speaker> (<session date>): <text>", with its
+dia_id in the metadata. For each question of categories 1-4, a hit at k is a retrieved memory whose
+dia_id is in the evidence (recall@k); recall_all@10 needs all the evidence in the top 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from headroom.memory import LocalEmbedder, open_memory
+from headroom.memory._scoring import DEFAULT_SCORING, Scoring
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo10.json"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+_DIA = re.compile(r"^D(\d+):(\d+)$")
+
+
+def evidence_ids(raw: list) -> set[str]:
+    """The README's quirks: "D30:05" is D30:5, "D8:6; D9:17" is two, and what still fails is skipped."""
+    ids = set()
+    for entry in raw:
+        for part in str(entry).split(";"):
+            match = _DIA.match(part.strip())
+            if match:
+                ids.add(f"D{int(match.group(1))}:{int(match.group(2))}")
+    return ids
+
+
+def turns(sample: dict) -> list[dict]:
+    conv = sample["conversation"]
+    sessions = sorted((k for k in conv if re.fullmatch(r"session_\d+", k)), key=lambda k: int(k.split("_")[1]))
+    out = []
+    for key in sessions:
+        date = conv.get(f"{key}_date_time", "")
+        for turn in conv[key]:
+            out.append({"text": f"{turn['speaker']} ({date}): {turn['text']}", "category": "fact",
+                        "metadata": {"dia_id": turn["dia_id"]}})
+    return out
+
+
+def progress(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+    if done == total:
+        print(file=sys.stderr)
+
+
+def evaluate(memories: dict[str, object], samples: list[dict], scoring: Scoring) -> dict:
+    hits: dict[int, dict[str, list[float]]] = {c: {"r5": [], "r10": [], "all10": []} for c in CATEGORIES}
+    latencies: list[float] = []
+    for sample in samples:
+        memory = memories[sample["sample_id"]]
+        memory.scoring = scoring
+        questions = [q for q in sample["qa"] if q.get("category") in CATEGORIES and evidence_ids(q["evidence"])]
+        for i, q in enumerate(questions, 1):
+            t = time.perf_counter()
+            found = memory.search(q["question"], top_k=10)
+            latencies.append(time.perf_counter() - t)
+            got = [m.metadata.get("dia_id") for m, _ in found]
+            evidence = evidence_ids(q["evidence"])
+            row = hits[q["category"]]
+            row["r5"].append(float(bool(evidence & set(got[:5]))))
+            row["r10"].append(float(bool(evidence & set(got[:10]))))
+            row["all10"].append(float(evidence <= set(got[:10])))
+            if i % 50 == 0 or i == len(questions):
+                progress(i, len(questions), f"search {sample['sample_id']}")
+    every: dict[str, list[float]] = {"r5": [], "r10": [], "all10": []}
+    table = []
+    for c, name in CATEGORIES.items():
+        for key in every:
+            every[key] += hits[c][key]
+        table.append({"category": c, "name": name, "questions": len(hits[c]["r5"]),
+                      **{key: float(np.mean(v)) for key, v in hits[c].items()}})
+    return {"scoring": scoring.__dict__, "categories": table,
+            "overall": {key: float(np.mean(v)) for key, v in every.items()}, "questions": len(every["r5"]),
+            "search_p50_ms": float(np.percentile(latencies, 50)) * 1000,
+            "search_p95_ms": float(np.percentile(latencies, 95)) * 1000}
+
+
+def print_table(label: str, result: dict) -> None:
+    print(f"\n{label}\n")
+    print("| category | questions | recall@5 | recall@10 | recall_all@10 |")
+    print("|---|---|---|---|---|")
+    for row in result["categories"]:
+        print(f"| {row['category']} {row['name']} | {row['questions']} | {row['r5']:.3f} | {row['r10']:.3f} | "
+              f"{row['all10']:.3f} |")
+    o = result["overall"]
+    print(f"| all | {result['questions']} | {o['r5']:.3f} | {o['r10']:.3f} | {o['all10']:.3f} |")
+    print(f"\nsearch p50 {result['search_p50_ms']:.2f} ms, p95 {result['search_p95_ms']:.2f} ms")
+
+
+def speed(samples: list[dict], embedder: LocalEmbedder, workdir: Path, size: int = 10_000, queries: int = 300) -> dict:
+    """Search p50 at ``size`` memories of one user (LoCoMo turns, repeated with a suffix to reach it),
+    vector-only and hybrid interleaved on the same questions."""
+    items = [it for s in samples for it in turns(s)]
+    while len(items) < size:
+        items += [{**it, "text": f"{it['text']} (again {len(items)})"} for it in items[: size - len(items)]]
+    memory = open_memory("speed", str(workdir / "speed.db"), embedder=embedder)
+    for start in range(0, size, 512):
+        memory.add_many(items[start:start + 512])
+        progress(min(start + 512, size), size, f"speed corpus of {size}")
+    questions = [q["question"] for s in samples for q in s["qa"]][:queries]
+    vector_only, hybrid = Scoring(keyword_weight=0.0, recency_weight=0.0), DEFAULT_SCORING
+    memory.search("warm up")
+    times: dict[str, list[float]] = {"vector": [], "hybrid": []}
+    for q in questions:
+        for name, scoring in (("vector", vector_only), ("hybrid", hybrid)):
+            memory.scoring = scoring
+            t = time.perf_counter()
+            memory.search(q, top_k=5)
+            times[name].append(time.perf_counter() - t)
+    memory.close()
+    p50 = {name: float(np.median(v)) * 1000 for name, v in times.items()}
+    return {"memories": size, "vector_p50_ms": p50["vector"], "hybrid_p50_ms": p50["hybrid"],
+            "ratio": p50["hybrid"] / p50["vector"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conversations", type=int, default=10)
+    parser.add_argument("--sweep", action="store_true", help="also try other fusion constants")
+    parser.add_argument("--out", default="bench/out/locomo.json")
+    args = parser.parse_args()
+    samples = json.loads(DATA.read_text())[: args.conversations]
+    embedder = LocalEmbedder()
+    embedder.embed(["load"])
+    configs = {"vector only (baseline)": Scoring(keyword_weight=0.0, recency_weight=0.0),
+               "hybrid (default)": DEFAULT_SCORING}
+    if args.sweep:
+        for k in (3, 5, 10, 60):
+            for w in (1.0, 1.5, 2.0):
+                configs[f"rrf_k={k} keyword_weight={w}"] = Scoring(rrf_k=k, keyword_weight=w)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "locomo.db")
+        memories = {}
+        t = time.perf_counter()
+        for n, sample in enumerate(samples, 1):
+            memory = open_memory(sample["sample_id"], db, embedder=embedder)
+            items = turns(sample)
+            for start in range(0, len(items), 256):
+                memory.add_many(items[start:start + 256])
+                progress(min(start + 256, len(items)), len(items), f"ingest {sample['sample_id']} ({n}/{len(samples)})")
+            memories[sample["sample_id"]] = memory
+        ingest = time.perf_counter() - t
+        for label, scoring in configs.items():
+            results[label] = evaluate(memories, samples, scoring)
+        for memory in memories.values():
+            memory.close()
+        fast = speed(samples, embedder, Path(tmp))
+    for label in ("vector only (baseline)", "hybrid (default)"):
+        print_table(label, results[label])
+    if args.sweep:
+        print("\n| fusion | recall@5 | recall@10 | recall_all@10 | search p50 |")
+        print("|---|---|---|---|---|")
+        for label, r in results.items():
+            o = r["overall"]
+            print(f"| {label} | {o['r5']:.3f} | {o['r10']:.3f} | {o['all10']:.3f} | {r['search_p50_ms']:.2f} ms |")
+    print(f"\nat {fast['memories']:,} memories of one user: search p50 vector-only {fast['vector_p50_ms']:.2f} ms, "
+          f"hybrid {fast['hybrid_p50_ms']:.2f} ms ({fast['ratio']:.2f}x)")
+    turns_total = sum(len(turns(s)) for s in samples)
+    print(f"\ningest {ingest:.1f} s for {turns_total} turns ({turns_total / ingest:.0f} turns/s)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"results": results, "ingest_seconds": ingest, "speed": fast}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

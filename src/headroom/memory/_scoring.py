@@ -1,0 +1,79 @@
+"""How search ranks memories: vector similarity and keyword (FTS5 BM25) ranks fused, plus recency.
+
+All the weights live here. Reciprocal rank fusion adds ``weight / (RRF_K + rank)`` from each list a
+memory appears in (rank 1 is best), so neither scale (cosine, BM25) has to be calibrated against the
+other; a memory found by both lists beats one found by either. Measured on LoCoMo in
+``bench/RESULTS.md``. The score a search returns stays the cosine similarity (what ``min_score``
+thresholds are chosen on); only the order comes from the fusion.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from ._models import Memory
+
+__all__ = ["Scoring", "DEFAULT_SCORING", "fts_query", "STOPWORDS"]
+
+STOPWORDS = frozenset(
+    "a about above after again against all am an and any are as at be because been before being below "
+    "between both but by can could did do does doing down during each few for from further had has have "
+    "having he her here hers herself him himself his how i if in into is it its itself just me more most "
+    "my myself no nor not now of off on once only or other our ours ourselves out over own same she "
+    "should so some such than that the their theirs them themselves then there these they this those "
+    "through to too under until up very was we were what when where which while who whom why will with "
+    "would you your yours yourself yourselves s t don didn doesn isn wasn weren ll ve re d m".split()
+)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def fts_query(text: str, limit: int = 32) -> str | None:
+    """An FTS5 query matching any of the text's content words (quoted, so no syntax leaks in)."""
+    words: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if len(word) > 1 and word not in STOPWORDS and word not in words:
+            words.append(word)
+    return " OR ".join(f'"{w}"' for w in words[:limit]) or None
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """Weights of the fused ranking. ``keyword_weight=0`` gives pure vector search."""
+
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.5
+    rrf_k: float = 5.0
+    #: A small boost for recent memories: ``recency_weight * 0.5 ** (age_days / half_life_days)``.
+    recency_weight: float = 0.002
+    half_life_days: float = 30.0
+    #: How many candidates each list contributes before fusion.
+    candidates: int = 50
+
+    def fuse(self, vector_ids: list[str], keyword_ids: list[str], ages_days: dict[str, float]) -> list[str]:
+        """Ids best first."""
+        score: dict[str, float] = {}
+        for weight, ranked in ((self.vector_weight, vector_ids), (self.keyword_weight, keyword_ids)):
+            if weight:
+                for rank, memory_id in enumerate(ranked, 1):
+                    score[memory_id] = score.get(memory_id, 0.0) + weight / (self.rrf_k + rank)
+        if self.recency_weight:
+            for memory_id in score:
+                age = max(ages_days.get(memory_id, 0.0), 0.0)
+                score[memory_id] += self.recency_weight * math.pow(0.5, age / self.half_life_days)
+        return sorted(score, key=lambda memory_id: -score[memory_id])
+
+    def rank(self, vector_hits: Sequence[tuple[Memory, float]], keyword_hits: Sequence[tuple[Memory, float]],
+             top_k: int) -> list[tuple[Memory, float]]:
+        """The fused top ``top_k`` of two candidate lists of ``(memory, cosine)``, best first."""
+        found = {m.id: (m, cosine) for m, cosine in [*keyword_hits, *vector_hits]}
+        now = time.time()
+        ages = {i: (now - m.created_at.timestamp()) / 86400 for i, (m, _) in found.items()}
+        order = self.fuse([m.id for m, _ in vector_hits], [m.id for m, _ in keyword_hits], ages)
+        return [found[i] for i in order[:top_k]]
+
+
+DEFAULT_SCORING = Scoring()
