@@ -53,8 +53,8 @@ def test_vectors_are_little_endian_float32(hashed, db_path):
 def test_fts_index_follows_add_update_delete_clear(hashed, db_path):
     def fts(word):
         return [r[0] for r in raw(db_path).execute(
-            "SELECT m.text FROM memories_fts f JOIN memories m ON m.pk = f.rowid WHERE memories_fts MATCH ?",
-            (word,))]
+            "SELECT m.text FROM memories_fts f JOIN memories m ON m.pk = f.rowid "
+            "WHERE memories_fts MATCH ? AND m.superseded_by IS NULL", (word,))]  # live rows
     m = hashed.add("Collects vintage keyboards")
     assert fts("keyboard") == ["Collects vintage keyboards"]  # porter stemming
     hashed.update(m.id, text="Collects vintage typewriters")

@@ -77,7 +77,11 @@ class VectorIndex:
             self._row[memory.id] = row
 
     def replace(self, memory: Memory, vector: np.ndarray | None) -> None:
-        row = self._row[memory.id]
+        row = self._row.get(memory.id)
+        if row is None:  # not searchable yet (waiting for its vector)
+            if vector is not None:
+                self.add([memory], np.asarray([vector], dtype=np.float32))
+            return
         self._memories[row] = memory
         self._codes[row] = _CATEGORY_CODE[memory.category]
         if vector is not None:

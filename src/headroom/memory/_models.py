@@ -51,8 +51,14 @@ class Memory:
     updated_at: datetime
     source: Source = "manual"
     metadata: Mapping[str, Any] = field(default_factory=dict)
-    #: Id of the memory that replaced this one, when it has been superseded.
+    #: Id of the memory that replaced this one, and when, once it has been superseded.
     superseded_by: str | None = None
+    superseded_at: datetime | None = None
+
+    @property
+    def ref(self) -> str:
+        """The short reference shown to a model (``m`` and six hex digits of the id)."""
+        return f"m{self.id[:6]}"
 
 
 def normalize_text(text: str) -> str:

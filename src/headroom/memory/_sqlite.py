@@ -24,10 +24,11 @@ from ._errors import (
     EmbeddingModelMismatchError,
     ForeignDatabaseError,
     InvalidInputError,
+    NotFoundError,
     StorageError,
 )
 from ._index import VectorIndex
-from ._models import Memory, normalize_text
+from ._models import Memory, new_id, normalize_text
 from ._scoring import fts_query
 
 __all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]
@@ -35,7 +36,7 @@ __all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]
 logger = logging.getLogger(__name__)
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
-_COLUMNS = "id, user_id, text, category, source, metadata, created_at, updated_at, superseded_by"
+_COLUMNS = "id, user_id, text, category, source, metadata, created_at, updated_at, superseded_by, superseded_at"
 
 
 def default_db_path() -> Path:
@@ -62,12 +63,14 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL,
             superseded_by TEXT REFERENCES memories(id),
+            superseded_at REAL,
             embedding BLOB,  -- NULL while the memory waits for its embedding (stored, not yet searchable)
             -- One full-text token naming the user, so a keyword search matches only that user's rows.
             user_key TEXT GENERATED ALWAYS AS ('u' || hex(user_id)) VIRTUAL
         )"""
     )
     db.execute("CREATE INDEX memories_user ON memories (user_id, created_at)")
+    db.execute("CREATE INDEX memories_successor ON memories (superseded_by) WHERE superseded_by IS NOT NULL")
     db.execute(
         "CREATE UNIQUE INDEX memories_user_text ON memories (user_id, norm_text) "
         "WHERE superseded_by IS NULL"
@@ -141,6 +144,7 @@ def _row_to_memory(row: tuple) -> Memory:
         created_at=_to_time(row[6]),
         updated_at=_to_time(row[7]),
         superseded_by=row[8],
+        superseded_at=_to_time(row[9]) if row[9] is not None else None,
     )
 
 
@@ -395,37 +399,74 @@ class SQLiteStore:
 
     def add(self, memories: Sequence[Memory], vectors: np.ndarray | None,
             *, finish: Callable[[sqlite3.Connection], None] | None = None) -> list[Memory]:
-        result: list[Memory] = []
-        fresh: list[tuple[Memory, np.ndarray | None]] = []
         rows = vectors if vectors is not None else [None] * len(memories)
         with self._lock, self.transaction() as db:
             if finish is not None:
                 finish(db)  # e.g. take a job off the queue: in the same transaction, or not at all
-            for memory, vector in zip(memories, rows):
-                norm = normalize_text(memory.text)
-                existing = db.execute(
-                    f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND norm_text = ? "
-                    "AND superseded_by IS NULL",
-                    (memory.user_id, norm),
-                ).fetchone()
-                if existing is not None:
-                    result.append(_row_to_memory(existing))
-                    continue
-                db.execute(
-                    "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, "
-                    "created_at, updated_at, superseded_by, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        memory.id, memory.user_id, memory.text, norm, memory.category, memory.source,
-                        json.dumps(dict(memory.metadata)), memory.created_at.timestamp(),
-                        memory.updated_at.timestamp(), memory.superseded_by,
-                        None if vector is None else _blob(vector),
-                    ),
-                )
-                result.append(memory)
-                fresh.append((memory, vector))
+            result, fresh = self._insert(db, memories, rows)
             for user in {m.user_id for m, _ in fresh}:
                 self._patch_index(user, self._bump(db, user), [(m, v) for m, v in fresh if m.user_id == user])
         return result
+
+    def _insert(self, db: sqlite3.Connection, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]
+                ) -> tuple[list[Memory], list[tuple[Memory, np.ndarray | None]]]:
+        """Insert what is new; a text the user already has gives the existing memory."""
+        result: list[Memory] = []
+        fresh: list[tuple[Memory, np.ndarray | None]] = []
+        for memory, vector in zip(memories, vectors):
+            norm = normalize_text(memory.text)
+            existing = db.execute(
+                f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND norm_text = ? AND superseded_by IS NULL",
+                (memory.user_id, norm),
+            ).fetchone()
+            if existing is not None:
+                result.append(_row_to_memory(existing))
+                continue
+            db.execute(
+                "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, "
+                "created_at, updated_at, embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (memory.id, memory.user_id, memory.text, norm, memory.category, memory.source,
+                 json.dumps(dict(memory.metadata)), memory.created_at.timestamp(), memory.updated_at.timestamp(),
+                 None if vector is None else _blob(vector)),
+            )
+            result.append(memory)
+            fresh.append((memory, vector))
+        return result, fresh
+
+    def supersede(self, old_id: str, memory: Memory, vector: np.ndarray | None) -> Memory:
+        """Store ``memory`` (or find the user's memory with its text) as the successor of ``old_id``.
+
+        The old memory is kept, linked to its successor, and no longer searched or listed.
+        """
+        now = time.time()
+        with self._lock, self.transaction() as db:
+            live = db.execute("SELECT 1 FROM memories WHERE user_id = ? AND id = ? AND superseded_by IS NULL",
+                              (memory.user_id, old_id)).fetchone()
+            if live is None:
+                raise NotFoundError(f"no live memory {old_id!r} for user {memory.user_id!r}")
+            (successor,), fresh = self._insert(db, [memory], [vector])
+            if successor.id != old_id:
+                db.execute("UPDATE memories SET superseded_by = ?, superseded_at = ? WHERE id = ?",
+                           (successor.id, now, old_id))
+                index = self._index_after_write(memory.user_id, self._bump(db, memory.user_id))
+                if index is not None:
+                    index.remove(old_id)
+                    if fresh and vector is not None:
+                        index.add([successor], np.asarray([vector], dtype=np.float32))
+        return successor
+
+    def history(self, user_id: str, memory_id: str) -> list[Memory]:
+        """Every version linked to ``memory_id`` (predecessors and successors), oldest first."""
+        rows = self.query(
+            "WITH RECURSIVE chain(id) AS (SELECT ? "
+            "UNION SELECT m.id FROM memories m JOIN chain c ON m.superseded_by = c.id "
+            "UNION SELECT m.superseded_by FROM memories m JOIN chain c ON m.id = c.id "
+            "WHERE m.superseded_by IS NOT NULL) "
+            f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND id IN (SELECT id FROM chain) "
+            "ORDER BY superseded_at IS NULL, superseded_at, created_at",
+            (memory_id, user_id),
+        )
+        return [_row_to_memory(r) for r in rows]
 
     def _patch_index(self, user_id: str, version: int, rows: list[tuple[Memory, np.ndarray | None]]) -> None:
         index = self._index_after_write(user_id, version)
@@ -467,6 +508,14 @@ class SQLiteStore:
             ).fetchone()
             if clash is not None:
                 raise InvalidInputError(f"memory {clash[0]} already has this text")
+            # The version being replaced is kept as a superseded copy, so history() shows it.
+            db.execute(
+                "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, created_at, "
+                "updated_at, superseded_by, superseded_at, embedding) SELECT ?, user_id, text, norm_text, category, "
+                "source, metadata, created_at, updated_at, id, ?, embedding FROM memories "
+                "WHERE user_id = ? AND id = ? AND superseded_by IS NULL",
+                (new_id(), memory.updated_at.timestamp(), memory.user_id, memory.id),
+            )
             sets = "text = ?, norm_text = ?, category = ?, metadata = ?, updated_at = ?"
             params: list = [memory.text, norm, memory.category, json.dumps(dict(memory.metadata)),
                             memory.updated_at.timestamp()]
@@ -474,17 +523,26 @@ class SQLiteStore:
                 sets += ", embedding = ?"
                 params.append(_blob(vector))
             changed = db.execute(
-                f"UPDATE memories SET {sets} WHERE user_id = ? AND id = ?", (*params, memory.user_id, memory.id)
+                f"UPDATE memories SET {sets} WHERE user_id = ? AND id = ? AND superseded_by IS NULL",
+                (*params, memory.user_id, memory.id),
             ).rowcount
-            if changed:
-                index = self._index_after_write(memory.user_id, self._bump(db, memory.user_id))
-                if index is not None:
-                    index.replace(memory, vector)
+            if not changed:
+                raise NotFoundError(f"no live memory {memory.id!r} for user {memory.user_id!r}")
+            index = self._index_after_write(memory.user_id, self._bump(db, memory.user_id))
+            if index is not None:
+                index.replace(memory, vector)
         return memory
 
     def delete(self, user_id: str, memory_id: str) -> bool:
+        """Remove a memory with the earlier versions it replaced (its history goes with it)."""
         with self._lock, self.transaction() as db:
-            gone = db.execute("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)).rowcount
+            db.execute(
+                "WITH RECURSIVE chain(id) AS (SELECT ? UNION "
+                "SELECT m.id FROM memories m JOIN chain c ON m.superseded_by = c.id) "
+                "DELETE FROM memories WHERE user_id = ? AND id IN (SELECT id FROM chain)",
+                (memory_id, user_id),
+            )
+            gone = db.execute("SELECT changes()").fetchone()[0]  # rowcount is not kept for WITH ... DELETE
             if gone:
                 index = self._index_after_write(user_id, self._bump(db, user_id))
                 if index is not None:
