@@ -15,7 +15,7 @@ from ._api import UserMemory
 __all__ = ["AsyncUserMemory", "ASYNC_METHODS"]
 
 ASYNC_METHODS = ("search", "add", "add_many", "get", "get_all", "update", "delete", "clear", "stats", "flush",
-                 "retry_failed", "remember")
+                 "retry_failed", "remember", "resolve", "history")
 
 
 def _off_loop(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -32,6 +34,7 @@ from ._models import (
     validate_category,
     validate_metadata,
     validate_text,
+    validate_time,
     validate_user_id,
 )
 from ._scoring import DEFAULT_SCORING, Scoring
@@ -46,6 +49,12 @@ logger = logging.getLogger(__name__)
 #: One item for ``add_many``: a text, or a mapping with ``text`` (or ``content``), ``category``, ``metadata``.
 MemoryInput = str | Mapping[str, Any]
 MAX_TOP_K = 1000
+#: A new memory whose embedding has at least this cosine with one the user has is that memory, not
+#: a new one: rewordings ("Is vegetarian" / "Is a vegetarian" 0.988) score above it, different facts
+#: below ("Prefers Python" / "Prefers Go" 0.41, "Lives in Paris" / "Lives in Tokyo" 0.52), and texts
+#: whose numbers differ are never merged ("Prefers tool 4 5" / "Prefers tool 5 4" scores 0.998).
+NEAR_DUPLICATE = 0.95
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 #: How long a search waits for this client's deferred embeddings before searching without them.
 SEARCH_WAIT_SECONDS = 2.0
 
@@ -145,15 +154,25 @@ class UserMemory:
         metadata: Mapping[str, Any] | None = None,
         *,
         source: Source = "manual",
+        replaces: str | None = None,
+        said_at: datetime | str | float | None = None,
     ) -> Memory:
-        """Store one memory; a text the user already has returns the existing memory instead."""
-        return self.add_many([{"text": text, "category": category, "metadata": metadata}], source=source)[0]
+        """Store one memory; a text the user already has returns the existing memory instead.
+
+        ``replaces`` (an id or a short ``m1a2b3c`` reference) marks an older memory as superseded by
+        this one; ``said_at`` is when it was said (default: now).
+        """
+        item = {"text": text, "category": category, "metadata": metadata, "replaces": replaces, "said_at": said_at}
+        return self.add_many([item], source=source)[0]
 
     def add_many(self, items: Iterable[MemoryInput], *, source: Source = "manual",
                  defer_embedding: bool = False, finish: Any = None) -> list[Memory]:
         """Store several memories with one embedding batch and one transaction.
 
         Every item is validated before anything is embedded or written, so one bad item stores none.
+        A text the user already has, or one whose embedding is a near duplicate (cosine >=
+        ``NEAR_DUPLICATE``) of a memory of the user, returns that memory instead of a copy. An item's
+        ``replaces`` supersedes the memory it names, if this user has it (otherwise a warning).
         With ``defer_embedding=True`` they are written at once and embedded by a background thread
         a few milliseconds later: listed at once, searchable once embedded (``flush`` waits).
         ``finish`` is passed to the store's transaction (the extraction queue uses it to remove its
@@ -162,38 +181,79 @@ class UserMemory:
         if source not in SOURCES:
             raise InvalidInputError(f"unknown source {source!r}")
         drafts = [self._draft(item, source) for item in items]
-        results: list[Memory | None] = [self.store.find_text(self.user_id, d.text) for d in drafts]
+        results: list[Memory | None] = [self.store.find_text(self.user_id, d.text) for d, _ in drafts]
         todo = [i for i, found in enumerate(results) if found is None]
-        if todo or finish is not None:
-            vectors = None if defer_embedding else self.embedder.embed([drafts[i].text for i in todo])
+        vectors = None if defer_embedding or not todo else self.embedder.embed([drafts[i][0].text for i in todo])
+        plain: list[int] = []
+        for position, i in enumerate(todo):
+            draft, ref = drafts[i]
+            vector = None if vectors is None else vectors[position]
+            twin = self._near_duplicate(draft.text, vector) if vector is not None else None
+            old = self.resolve(ref) if ref else None
+            if ref and old is None:
+                logger.warning("memory %r says it replaces %r, which user %r does not have; stored as new",
+                               draft.text[:80], ref, self.user_id)
+            if twin is not None and (old is None or twin.id == old.id):
+                results[i] = twin
+            elif old is not None:
+                results[i] = self.store.supersede(old.id, draft, vector)
+            else:
+                plain.append(position)
+        if plain or finish is not None:
             extra = {"finish": finish} if finish is not None else {}
-            for i, stored in zip(todo, self.store.add([drafts[i] for i in todo], vectors, **extra)):
-                results[i] = stored
-            if defer_embedding:
-                self._embedding.kick()
+            rows = None if vectors is None else vectors[plain] if plain else vectors[:0]
+            stored = self.store.add([drafts[todo[p]][0] for p in plain], rows, **extra)
+            for position, memory in zip(plain, stored):
+                results[todo[position]] = memory
+        if defer_embedding and todo:
+            self._embedding.kick()
         return [m for m in results if m is not None]
 
-    def _draft(self, item: MemoryInput, source: Source) -> Memory:
+    def _near_duplicate(self, text: str, vector: np.ndarray) -> Memory | None:
+        """The user's memory that says the same; numbers must match too (embeddings barely see them)."""
+        best = self.store.search(self.user_id, vector, 1)
+        if best and best[0][1] >= NEAR_DUPLICATE and _NUMBER.findall(best[0][0].text) == _NUMBER.findall(text):
+            return best[0][0]
+        return None
+
+    def _draft(self, item: MemoryInput, source: Source) -> tuple[Memory, str | None]:
         if isinstance(item, str):
             item = {"text": item}
         if not isinstance(item, Mapping):
             raise InvalidInputError(f"a memory must be a string or a mapping, not {type(item).__name__}")
         now = utcnow()
-        return Memory(
+        replaces = item.get("replaces")
+        if replaces is not None and not isinstance(replaces, str):
+            raise InvalidInputError("replaces must be a memory id or reference string")
+        memory = Memory(
             id=new_id(),
             user_id=self.user_id,
             text=validate_text(item.get("text", item.get("content"))),
             category=validate_category(item.get("category") or "fact"),
-            created_at=now,
+            created_at=validate_time(item.get("said_at"), now),
             updated_at=now,
             source=source,
             metadata=validate_metadata(item.get("metadata")),
         )
+        return memory, replaces
+
+    def resolve(self, ref: str) -> Memory | None:
+        """This user's live memory named by ``ref``: its id, or ``m`` and at least six hex digits of it."""
+        return self.store.resolve(self.user_id, ref)
+
+    def history(self, memory_id: str) -> list[Memory]:
+        """Every version of a memory, oldest first: what it replaced, what replaced it, with times."""
+        versions = self.store.history(self.user_id, memory_id)
+        if not versions:
+            raise NotFoundError(f"no memory {memory_id!r} for user {self.user_id!r}")
+        return versions
 
     def update(self, memory_id: str, text: str | None = None, category: Category | None = None,
                metadata: Mapping[str, Any] | None = None) -> Memory:
         """Change a memory's text, category or metadata; a new text is embedded again."""
         current = self.get(memory_id)
+        if current.superseded_by is not None:
+            raise InvalidInputError(f"memory {memory_id!r} was superseded by {current.superseded_by!r}; update that one")
         changes: dict[str, Any] = {"updated_at": utcnow()}
         vector: np.ndarray | None = None
         if text is not None:

@@ -23,6 +23,7 @@ __all__ = [
     "validate_category",
     "validate_user_id",
     "validate_metadata",
+    "validate_time",
     "new_id",
     "utcnow",
 ]
@@ -105,6 +106,24 @@ def validate_metadata(metadata: object) -> dict[str, Any]:
         return json.loads(json.dumps(dict(metadata)))
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata must be JSON-serializable: {exc}") from None
+
+
+def validate_time(value: object, default: datetime) -> datetime:
+    """When something was said: a datetime (naive means UTC), an ISO 8601 string, or epoch seconds."""
+    if value is None:
+        return default
+    try:
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            moment = datetime.fromtimestamp(float(value), timezone.utc)
+        elif isinstance(value, str):
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        else:
+            raise TypeError(type(value).__name__)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise InvalidInputError(f"said_at must be a datetime, an ISO 8601 string or epoch seconds: {exc}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def new_id() -> str:

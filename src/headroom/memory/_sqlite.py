@@ -455,6 +455,17 @@ class SQLiteStore:
                         index.add([successor], np.asarray([vector], dtype=np.float32))
         return successor
 
+    def resolve(self, user_id: str, ref: str) -> Memory | None:
+        """The user's live memory whose id is ``ref`` or starts with its hex digits (``m1a2b3c``)."""
+        ref = ref.strip().strip("[]").lower()
+        prefix = ref[1:] if ref.startswith("m") and len(ref) > 1 else ref
+        if len(prefix) < 6 or not all(c in "0123456789abcdef" for c in prefix):
+            return None
+        rows = self.query(
+            f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND id >= ? AND id < ? AND superseded_by IS NULL "
+            "LIMIT 2", (user_id, prefix, prefix + "g"))
+        return _row_to_memory(rows[0]) if len(rows) == 1 else None
+
     def history(self, user_id: str, memory_id: str) -> list[Memory]:
         """Every version linked to ``memory_id`` (predecessors and successors), oldest first."""
         rows = self.query(

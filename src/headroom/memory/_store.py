@@ -41,6 +41,18 @@ class Store(Protocol):
 
     def get(self, user_id: str, memory_id: str) -> Memory | None: ...
 
+    def supersede(self, old_id: str, memory: Memory, vector: np.ndarray | None) -> Memory:
+        """Store ``memory`` as the successor of the user's live memory ``old_id`` (kept, linked)."""
+        ...
+
+    def resolve(self, user_id: str, ref: str) -> Memory | None:
+        """The user's live memory named by an id or a short ``m1a2b3c`` reference."""
+        ...
+
+    def history(self, user_id: str, memory_id: str) -> list[Memory]:
+        """Every linked version of a memory, oldest first."""
+        ...
+
     def list(self, user_id: str, category: str | None = None) -> list[Memory]: ...
 
     def update(self, memory: Memory, vector: np.ndarray | None) -> Memory:
