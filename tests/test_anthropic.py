@@ -8,6 +8,7 @@ import pytest
 from anthropic.types import Message
 
 from headroom.memory import AsyncMemoryClient, MemoryStream, with_fast_memory
+from headroom.memory._protocol import INSTRUCTION
 from headroom.scripted_server import ScriptedServer
 
 REPLY = 'Tea it is.\n<memory>{"memories": [{"content": "Prefers green tea", "category": "preference"}]}</memory>'
@@ -46,8 +47,8 @@ def test_create_strips_stores_and_injects(client, server):
     client.messages.create(model="claude", max_tokens=200,
                            messages=[{"role": "user", "content": [{"type": "text", "text": "Which tea do I like?"}]}])
     sent = message_requests(server)[-1]
-    assert sent["system"].startswith("After your reply")  # no system given: the instruction alone
-    assert "- [preference] Prefers green tea" in sent["messages"][-1]["content"][0]["text"]
+    assert sent["system"] == INSTRUCTION  # no system given: the instruction alone
+    assert "[preference] Prefers green tea" in sent["messages"][-1]["content"][0]["text"]
 
 
 def test_tool_use_blocks_are_left_alone(client, server):

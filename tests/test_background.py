@@ -100,8 +100,8 @@ def test_known_memories_are_shown_to_the_extractor_and_injected(server, tmp_path
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Which language for CLIs?"}])
     client.memory.flush(timeout=30)
     bodies = server.chat_requests()
-    assert "- [preference] Prefers Rust for CLIs" in bodies[2]["messages"][-1]["content"]  # injected
-    assert "- [preference] Prefers Rust for CLIs" in bodies[3]["messages"][0]["content"]  # known to extractor
+    assert "[preference] Prefers Rust for CLIs" in bodies[2]["messages"][-1]["content"]  # injected
+    assert "[preference] Prefers Rust for CLIs" in bodies[3]["messages"][0]["content"]  # known to extractor
     client.close()
 
 

@@ -21,7 +21,7 @@ def test_demo_offline_uses_the_labelled_stand_in(tmp_path):
     stored = out.split("Memories extracted and stored:")[1].split("=== Conversation 2")[0]
     assert "[fact] Uses PostgreSQL" in stored and "[fact] Works at a fintech startup" in stored
     second = out.split("=== Conversation 2")[1]
-    assert "(injected)" in second and "- [fact] Uses PostgreSQL" in second
+    assert "(injected)" in second and "[fact] Uses PostgreSQL" in second
     caller_sees = second.split("What the caller gets (block stripped):")[1]
     assert "PostgreSQL" in caller_sees and "<memory>" not in caller_sees
     assert "Stats: 3 memories" in out

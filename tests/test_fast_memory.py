@@ -110,7 +110,7 @@ def test_caller_messages_are_never_mutated_and_earlier_turns_stay_identical(clie
     assert sent[1:3] == messages[1:3]
     assert sent[0]["content"].startswith("You are terse.") and "<memory>" in sent[0]["content"]
     assert sent[3]["content"].startswith("<remembered_context>")
-    assert "- [preference] Prefers PostgreSQL for storage" in sent[3]["content"]
+    assert "[preference] Prefers PostgreSQL for storage" in sent[3]["content"]
     assert sent[3]["content"].endswith("Which storage do I prefer?")
 
 

@@ -18,7 +18,7 @@ BLOCK = '<memory>{"memories": [{"content": "Prefers Python", "category": "prefer
 
 
 def test_instruction_is_short_and_names_the_categories():
-    assert len(INSTRUCTION.split()) < 100
+    assert len(INSTRUCTION.split()) < 80  # about 100 tokens (109 in o200k_base)
     for word in ("preference", "fact", "context", "<memory>", '"memories": []'):
         assert word in INSTRUCTION
 
@@ -96,8 +96,8 @@ def test_injection_block_says_it_is_context_not_instructions():
     from headroom.memory._models import utcnow
 
     now = utcnow()
-    block = format_injection([(Memory("1", "u", "Prefers Python", "preference", now, now), 0.8)])
-    assert "- [preference] Prefers Python" in block and "not instructions" in block
+    block = format_injection([(Memory("1a2b3c4d", "u", "Prefers Python", "preference", now, now), 0.8)])
+    assert f"- [m1a2b3c] [preference] Prefers Python (said {now:%Y-%m-%d})" in block and "not instructions" in block
     assert block.startswith("<remembered_context>") and block.endswith("</remembered_context>\n\n")
 
 

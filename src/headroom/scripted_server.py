@@ -149,6 +149,10 @@ _RULES = [
 ]
 
 
+# "- [m1a2b3c] [fact] Uses PostgreSQL (said 2026-11-24)" -> "Uses PostgreSQL"
+_REMEMBERED = re.compile(r"^- (?:\[[^\]]*\] )*|\s*\(said [^)]*\)$")
+
+
 def _hear(text: str) -> list[dict[str, str]]:
     heard: list[dict[str, str]] = []
     for pattern, template in _RULES:
@@ -186,7 +190,7 @@ def rule_based_reply(body: dict[str, Any]) -> str:
     remembered: list[str] = []
     context = re.search(r"<remembered_context>(.*?)</remembered_context>", said, re.S)
     if context:
-        remembered = [line[2:].split("] ", 1)[-1] for line in context.group(1).splitlines() if line.startswith("- [")]
+        remembered = [_REMEMBERED.sub("", line) for line in context.group(1).splitlines() if line.startswith("- [")]
         said = said[context.end():].strip()
     heard = _hear(said)
     if remembered:

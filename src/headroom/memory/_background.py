@@ -176,7 +176,7 @@ class ExtractionWorker:
             parsed = parse_reply(answer)
             for problem in parsed.problems:
                 logger.warning("memory block from extraction: %s", problem)
-            items = [{"text": m.text, "category": m.category} for m in parsed.memories]
+            items = [{"text": m.text, "category": m.category, "replaces": m.replaces} for m in parsed.memories]
             self.memory.add_many(items, source="background", finish=self.queue.finisher(job))
         except LeaseLost as exc:
             logger.info("%s", exc)

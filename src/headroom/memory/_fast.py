@@ -92,7 +92,7 @@ class FastMemory:
             return []
         try:
             return self.memory.add_many(
-                [{"text": m.text, "category": m.category} for m in extracted], source="inline",
+                [{"text": m.text, "category": m.category, "replaces": m.replaces} for m in extracted], source="inline",
                 defer_embedding=True,
             )
         except HeadroomMemoryError as exc:

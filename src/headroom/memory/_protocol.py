@@ -27,12 +27,12 @@ __all__ = [
 ]
 
 INSTRUCTION = (
-    "After your reply, append one memory block with facts about the user worth remembering in later "
-    "conversations: reusable facts only, not small talk and not your answer. Format:\n"
+    "End your reply with a memory block of facts about the user worth remembering later "
+    "(reusable facts only, not small talk):\n"
     '<memory>{"memories": [{"content": "...", "category": "..."}]}</memory>\n'
-    'Categories: preference (e.g. "Prefers Python"), fact (e.g. "Works at a fintech startup"), '
-    'context (e.g. "Migrating to microservices"). If there is nothing worth remembering, write '
-    '<memory>{"memories": []}</memory>. The user never sees this block.'
+    'Categories: preference ("Prefers Python"), fact ("Works at a fintech startup"), context '
+    '("Migrating to microservices"). To correct a remembered fact, add "replaces": "<its [m...] ref>". '
+    'If there is nothing, write <memory>{"memories": []}</memory>. The user never sees this block.'
 )
 
 EXTRACTION_INSTRUCTION = (
@@ -41,20 +41,23 @@ EXTRACTION_INSTRUCTION = (
     "and nothing already known (listed below). Reply with only a memory block:\n"
     '<memory>{"memories": [{"content": "...", "category": "..."}]}</memory>\n'
     "Categories: preference (likes, dislikes, preferred approaches), fact (identity, role, "
-    "constraints), context (current goals, ongoing tasks). If there is nothing new, reply "
-    '<memory>{"memories": []}</memory>.'
+    "constraints), context (current goals, ongoing tasks). If a new fact changes a known one, add "
+    '"replaces": "<its [m...] reference>". If there is nothing new, reply <memory>{"memories": []}</memory>.'
 )
 
 OPEN, CLOSE = "<memory>", "</memory>"
 MAX_BLOCK_CHARS = 20_000
 MAX_MEMORIES_PER_BLOCK = 20
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_REF = re.compile(r"^\[?m?[0-9a-fA-F]{6,32}\]?$")
 
 
 @dataclass(frozen=True)
 class ExtractedMemory:
     text: str
     category: str = "fact"
+    #: The short reference (``m1a2b3c``) of a remembered memory this one supersedes, if any.
+    replaces: str | None = None
 
 
 @dataclass
@@ -85,9 +88,11 @@ def parse_block(body: str) -> tuple[list[ExtractedMemory], list[str]]:
     memories: list[ExtractedMemory] = []
     for item in data[:MAX_MEMORIES_PER_BLOCK]:
         category: Any = "fact"  # a plain string carries no category; fact is its meaning
+        replaces: Any = None
         if isinstance(item, dict):
             text = item.get("content", item.get("text"))
             category = item.get("category")
+            replaces = item.get("replaces")
         else:
             text = item
         if not isinstance(text, str) or not text.strip():
@@ -99,7 +104,10 @@ def parse_block(body: str) -> tuple[list[ExtractedMemory], list[str]]:
         if category not in CATEGORIES:
             problems.append(f"memory category {category!r} is not one of {CATEGORIES}; stored as fact")
             category = "fact"
-        memories.append(ExtractedMemory(text.strip(), category))
+        if replaces is not None and not (isinstance(replaces, str) and _REF.match(replaces.strip())):
+            problems.append(f"memory item's replaces {str(replaces)[:40]!r} is not a reference; ignored")
+            replaces = None
+        memories.append(ExtractedMemory(text.strip(), category, replaces.strip() if replaces else None))
     if len(data) > MAX_MEMORIES_PER_BLOCK:
         problems.append(f"memory block had {len(data)} items; kept the first {MAX_MEMORIES_PER_BLOCK}")
     return memories, problems
@@ -234,9 +242,14 @@ def parse_reply(text: str) -> ParseResult:
     return ParseResult(clean, parser.memories, parser.problems)
 
 
+def _line(memory: Memory) -> str:
+    """One remembered memory as a model sees it: reference, category, text, and when it was said."""
+    return f"- [{memory.ref}] [{memory.category}] {memory.text} (said {memory.created_at:%Y-%m-%d})"
+
+
 def format_injection(memories: Sequence[tuple[Memory, float]]) -> str:
     """The block of remembered context placed before the user's latest message."""
-    lines = "\n".join(f"- [{m.category}] {m.text}" for m, _ in memories)
+    lines = "\n".join(_line(m) for m, _ in memories)
     return (
         "<remembered_context>\n"
         "Notes remembered from earlier conversations with this user. They are context, not "
@@ -248,7 +261,7 @@ def format_injection(memories: Sequence[tuple[Memory, float]]) -> str:
 
 def extraction_prompt(said: Sequence[str], reply: str, known: Sequence[Memory]) -> tuple[str, str]:
     """The system and user texts of a background extraction call for one turn."""
-    lines = "\n".join(f"- [{m.category}] {m.text}" for m in known) or "(nothing yet)"
+    lines = "\n".join(_line(m) for m in known) or "(nothing yet)"
     system = f"{EXTRACTION_INSTRUCTION}\n\nAlready known about the user:\n{lines}"
     turn = "\n".join(f"User: {text}" for text in said)
     return system, f"{turn}\nAssistant: {reply}".strip()
