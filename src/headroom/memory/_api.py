@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,7 @@ from ._models import (
     validate_time,
     validate_user_id,
 )
-from ._scoring import DEFAULT_SCORING, Scoring
+from ._scoring import DEFAULT_SCORING, NEAR_DUPLICATE, Scoring, near_duplicate
 from ._sqlite import SQLiteStore
 from ._store import Store
 
@@ -49,12 +48,7 @@ logger = logging.getLogger(__name__)
 #: One item for ``add_many``: a text, or a mapping with ``text`` (or ``content``), ``category``, ``metadata``.
 MemoryInput = str | Mapping[str, Any]
 MAX_TOP_K = 1000
-#: A new memory whose embedding has at least this cosine with one the user has is that memory, not
-#: a new one: rewordings ("Is vegetarian" / "Is a vegetarian" 0.988) score above it, different facts
-#: below ("Prefers Python" / "Prefers Go" 0.41, "Lives in Paris" / "Lives in Tokyo" 0.52), and texts
-#: whose numbers differ are never merged ("Prefers tool 4 5" / "Prefers tool 5 4" scores 0.998).
-NEAR_DUPLICATE = 0.95
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
 #: How long a search waits for this client's deferred embeddings before searching without them.
 SEARCH_WAIT_SECONDS = 2.0
 
@@ -210,11 +204,7 @@ class UserMemory:
         return [m for m in results if m is not None]
 
     def _near_duplicate(self, text: str, vector: np.ndarray) -> Memory | None:
-        """The user's memory that says the same; numbers must match too (embeddings barely see them)."""
-        best = self.store.search(self.user_id, vector, 1)
-        if best and best[0][1] >= NEAR_DUPLICATE and _NUMBER.findall(best[0][0].text) == _NUMBER.findall(text):
-            return best[0][0]
-        return None
+        return near_duplicate(self.store, self.user_id, text, vector)
 
     def _draft(self, item: MemoryInput, source: Source) -> tuple[Memory, str | None]:
         if isinstance(item, str):

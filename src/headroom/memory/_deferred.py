@@ -15,6 +15,7 @@ from typing import Any
 
 from ._embedders import Embedder
 from ._errors import HeadroomMemoryError
+from ._scoring import near_duplicate
 from ._store import Store
 
 __all__ = ["EmbeddingWorker", "EXIT_WAIT_SECONDS", "stop_at_exit"]
@@ -97,7 +98,16 @@ class EmbeddingWorker:
                 return True
             try:
                 vectors = self._embedder.embed([m.text for m in batch])
-                self._store.set_vectors(batch, vectors)
+                keep = []
+                for i, memory in enumerate(batch):
+                    twin = near_duplicate(self._store, self.user_id, memory.text, vectors[i])
+                    # It says what a memory of the user already says: merged, unless it replaced one.
+                    if twin is not None and len(self._store.history(self.user_id, memory.id)) == 1:
+                        logger.info("memory %s merged into its near duplicate %s", memory.id, twin.id)
+                        self._store.delete(self.user_id, memory.id)
+                    else:
+                        keep.append(i)
+                self._store.set_vectors([batch[i] for i in keep], vectors[keep])
             except HeadroomMemoryError as exc:
                 logger.warning("could not embed %d stored memories of %r yet (kept, will retry): %s",
                                len(batch), self.user_id, exc)

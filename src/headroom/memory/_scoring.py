@@ -15,9 +15,19 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from ._models import Memory
+import numpy as np
 
-__all__ = ["Scoring", "DEFAULT_SCORING", "fts_query", "STOPWORDS"]
+from ._models import Memory
+from ._store import Store
+
+__all__ = ["Scoring", "DEFAULT_SCORING", "fts_query", "STOPWORDS", "NEAR_DUPLICATE", "near_duplicate"]
+
+#: A new memory whose embedding has at least this cosine with one the user has is that memory, not
+#: a new one: rewordings ("Is vegetarian" / "Is a vegetarian" 0.988) score above it, different facts
+#: below ("Prefers Python" / "Prefers Go" 0.41, "Lives in Paris" / "Lives in Tokyo" 0.52), and texts
+#: whose numbers differ are never merged ("Prefers tool 4 5" / "Prefers tool 5 4" scores 0.998).
+NEAR_DUPLICATE = 0.95
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 STOPWORDS = frozenset(
     "a about above after again against all am an and any are as at be because been before being below "
@@ -77,3 +87,11 @@ class Scoring:
 
 
 DEFAULT_SCORING = Scoring()
+
+
+def near_duplicate(store: Store, user_id: str, text: str, vector: np.ndarray) -> Memory | None:
+    """The user's memory that says the same as ``text``: cosine >= ``NEAR_DUPLICATE`` and the same numbers."""
+    best = store.search(user_id, vector, 1)
+    if best and best[0][1] >= NEAR_DUPLICATE and _NUMBER.findall(best[0][0].text) == _NUMBER.findall(text):
+        return best[0][0]
+    return None
