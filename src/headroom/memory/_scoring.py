@@ -92,6 +92,7 @@ DEFAULT_SCORING = Scoring()
 def near_duplicate(store: Store, user_id: str, text: str, vector: np.ndarray) -> Memory | None:
     """The user's memory that says the same as ``text``: cosine >= ``NEAR_DUPLICATE`` and the same numbers."""
     best = store.search(user_id, vector, 1)
-    if best and best[0][1] >= NEAR_DUPLICATE and _NUMBER.findall(best[0][0].text) == _NUMBER.findall(text):
+    # Vectors are float32, so the threshold is compared as float32 too ("at" the threshold merges).
+    if best and best[0][1] >= float(np.float32(NEAR_DUPLICATE)) and _NUMBER.findall(best[0][0].text) == _NUMBER.findall(text):
         return best[0][0]
     return None

@@ -1,0 +1,193 @@
+"""Hybrid ranking, supersede chains and history, near-duplicate merging, and time."""
+
+import json
+import logging
+from datetime import datetime, timezone
+
+import numpy as np
+import openai
+import pytest
+
+from headroom.memory import InvalidInputError, open_memory, with_fast_memory, with_memory
+from headroom.memory._scoring import NEAR_DUPLICATE, Scoring
+from headroom.scripted_server import ScriptedServer, chat_completion
+
+CORPUS = [
+    "Lives in Lisbon near the river",
+    "Zorblax is the name of the user's robot vacuum",
+    "Prefers tea over coffee in the morning",
+    "Works on the billing service at a fintech startup",
+    "Has a sister who studies medicine",
+    "Plays five-a-side football on Thursdays",
+    "Is learning Portuguese with an app",
+    "Keeps a sourdough starter in the fridge",
+]
+
+
+class FixedEmbedder:
+    """Vectors chosen by hand, so cosines sit exactly where a test needs them."""
+
+    name, dim = "fixed-3", 3
+
+    def __init__(self):
+        self.vectors = {}
+
+    def at(self, text, cosine):
+        self.vectors[text] = np.array([cosine, np.sqrt(max(0.0, 1 - cosine ** 2)), 0.0], dtype=np.float32)
+
+    def embed(self, texts):
+        return np.array([self.vectors.get(t, [0.0, 0.0, 1.0]) for t in texts], dtype=np.float32)
+
+
+def test_hybrid_finds_what_either_side_alone_misses(db_path):
+    # Hand-made vectors: the query's meaning is close to a paraphrase and to a distractor, while the
+    # memory that shares its rare word is far from it in vector space.
+    embedder = FixedEmbedder()
+    embedder.vectors = {
+        "Resides in Lisbon": np.array([1.0, 0.0, 0.0], dtype=np.float32),
+        "Zorblax firmware needs an update": np.array([0.0, 0.0, 1.0], dtype=np.float32),
+        "Likes sunny weather": np.array([0.8, 0.6, 0.0], dtype=np.float32),
+        "Where does Zorblax live now?": np.array([0.9, 0.1, 0.42], dtype=np.float32) / np.linalg.norm([0.9, 0.1, 0.42]),
+    }
+    memory = open_memory("alice", db_path, embedder=embedder)
+    memory.add_many(["Resides in Lisbon", "Zorblax firmware needs an update", "Likes sunny weather"])
+
+    def top2(scoring):
+        memory.scoring = scoring
+        return {m.text for m, _ in memory.search("Where does Zorblax live now?", top_k=2)}
+
+    by_meaning, by_words, hybrid = top2(Scoring(keyword_weight=0)), top2(Scoring(vector_weight=0)), top2(Scoring())
+    assert "Zorblax firmware needs an update" not in by_meaning  # vectors alone miss the rare word
+    assert "Resides in Lisbon" not in by_words  # words alone miss the paraphrase
+    assert hybrid == {"Zorblax firmware needs an update", "Resides in Lisbon"}
+
+
+def test_a_paraphrase_is_found_with_the_real_model(db_path, local_embedder):
+    memory = open_memory("alice", db_path, embedder=local_embedder)
+    memory.add_many(CORPUS)
+    (hit, score), = memory.search("In which city is their home?", top_k=1)
+    assert hit.text == "Lives in Lisbon near the river"
+    assert memory.store.keyword_search("alice", "In which city is their home?", 5) == []
+
+
+def test_near_duplicate_merge_at_and_around_the_threshold(db_path):
+    embedder = FixedEmbedder()
+    embedder.at("Is vegetarian", 1.0)
+    embedder.at("Is a vegetarian", NEAR_DUPLICATE + 1e-4)
+    embedder.at("Is vegetarian at home", NEAR_DUPLICATE)
+    embedder.at("Is mostly vegetarian", NEAR_DUPLICATE - 1e-3)
+    embedder.at("Has 2 vegetarian kids", NEAR_DUPLICATE + 1e-3)
+    memory = open_memory("alice", db_path, embedder=embedder)
+    first = memory.add("Is vegetarian")
+    assert memory.add("Is a vegetarian").id == first.id  # just above: merged
+    assert memory.add("Is vegetarian at home").id == first.id  # exactly at: merged
+    assert memory.add("Is mostly vegetarian").id != first.id  # just below: stored
+    assert memory.add("Has 2 vegetarian kids").id != first.id  # numbers differ: never merged
+    assert len(memory.get_all()) == 3
+
+
+def test_supersede_chain_and_history(db_path, local_embedder):
+    memory = open_memory("alice", db_path, embedder=local_embedder)
+    a = memory.add("Works at Google", said_at="2024-01-10T09:00:00Z")
+    b = memory.add("Works at Anthropic", replaces=a.ref)
+    c = memory.add("Works at a robotics startup", replaces=b.id)
+    assert [m.id for m in memory.get_all()] == [c.id]
+    assert [m.id for m, _ in memory.search("where does the user work", top_k=5)] == [c.id]
+    chain = memory.history(b.id)
+    assert [m.id for m in chain] == [a.id, b.id, c.id]
+    assert chain[0].superseded_by == b.id and chain[1].superseded_by == c.id and chain[2].superseded_by is None
+    assert chain[0].superseded_at <= chain[1].superseded_at
+    assert chain[0].created_at == datetime(2024, 1, 10, 9, tzinfo=timezone.utc)
+    assert memory.get(a.id).superseded_by == b.id  # kept, linked
+    with pytest.raises(InvalidInputError):
+        memory.update(a.id, text="Works at Yahoo")
+
+
+def test_update_keeps_the_old_version(db_path, local_embedder):
+    memory = open_memory("alice", db_path, embedder=local_embedder)
+    m = memory.add("Lives in Paris")
+    memory.update(m.id, text="Lives in Tokyo")
+    versions = memory.history(m.id)
+    assert [v.text for v in versions] == ["Lives in Paris", "Lives in Tokyo"]
+    assert versions[-1].id == m.id and versions[0].superseded_by == m.id
+    assert [x.text for x in memory.get_all()] == ["Lives in Tokyo"]
+    assert memory.delete(m.id) is True and memory.store.history("alice", versions[0].id) == []
+
+
+def test_hostile_or_missing_replaces_is_ignored_with_a_warning(db_path, local_embedder, caplog):
+    alice = open_memory("alice", db_path, embedder=local_embedder)
+    bob = open_memory("bob", db_path, embedder=local_embedder)
+    secret = alice.add("Alice's door code is private")
+    with caplog.at_level(logging.WARNING, logger="headroom.memory"):
+        hijack = bob.add("Bob likes chess", replaces=secret.ref)
+        ghost = bob.add("Bob likes go", replaces="m000000")
+    assert alice.get(secret.id).superseded_by is None and [m.id for m in alice.get_all()] == [secret.id]
+    assert {m.id for m in bob.get_all()} == {hijack.id, ghost.id}
+    assert sum("does not have" in r.message for r in caplog.records) == 2
+
+
+def reply_replacing(ref_of):
+    """A scripted model that answers and says its new fact replaces the remembered one."""
+    def reply(body):
+        text = json.dumps(body["messages"])
+        if "Works at Google" not in text:
+            return 200, chat_completion(body, ['Noted.<memory>{"memories": [{"content": "Works at Google"}]}</memory>'])
+        ref = ref_of(text)
+        return 200, chat_completion(body, [
+            'Congrats!<memory>{"memories": [{"content": "Works at Anthropic", "category": "fact", '
+            f'"replaces": "{ref}"}}]}}</memory>'])
+    return reply
+
+
+def find_ref(text):
+    import re
+    return re.search(r"\[(m[0-9a-f]{6})\] \[fact\] Works at Google", text).group(1)
+
+
+def test_replaces_through_the_inline_wrapper(tmp_path, local_embedder):
+    with ScriptedServer() as server:
+        server.handlers["/v1/chat/completions"] = reply_replacing(find_ref)
+        client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
+                                  db_path=str(tmp_path / "i.db"))
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I work at Google."}])
+        client.memory.flush(10)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Where do I work? I moved."}])
+        client.memory.flush(10)
+    assert [m.text for m in client.memory.get_all()] == ["Works at Anthropic"]
+    assert [m.text for m in client.memory.history(client.memory.get_all()[0].id)] == [
+        "Works at Google", "Works at Anthropic"]
+
+
+def test_replaces_through_the_background_extractor(tmp_path, local_embedder):
+    with ScriptedServer() as server:
+        def reply(body):
+            system = str(body["messages"][0].get("content"))
+            if "long-term memory" not in system:
+                return 200, chat_completion(body, ["Sure."])
+            if "Works at Google" not in system:
+                return 200, chat_completion(body, ['<memory>{"memories": [{"content": "Works at Google"}]}</memory>'])
+            return 200, chat_completion(body, ['<memory>{"memories": [{"content": "Works at Anthropic", '
+                                               f'"replaces": "{find_ref(system)}"}}]}}</memory>'])
+        server.handlers["/v1/chat/completions"] = reply
+        client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
+                             db_path=str(tmp_path / "b.db"))
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I work at Google."}])
+        assert client.memory.flush(30)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I work at Google no more."}])
+        assert client.memory.flush(30)
+        assert [m.text for m in client.memory.get_all()] == ["Works at Anthropic"]
+        assert len(client.memory.history(client.memory.get_all()[0].id)) == 2
+        client.close()
+
+
+def test_said_at_shows_in_results_and_injection(tmp_path, local_embedder):
+    with ScriptedServer() as server:
+        client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
+                                  db_path=str(tmp_path / "t.db"))
+        client.memory.add("Went hiking in the Alps", category="context", said_at=datetime(2023, 5, 8, 13, 56))
+        (hit, _), = client.memory.search("hiking trip", top_k=1)
+        assert hit.created_at == datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Where did I go hiking?"}])
+        assert "Went hiking in the Alps (said 2023-05-08)" in server.chat_requests()[-1]["messages"][-1]["content"]
+    with pytest.raises(InvalidInputError):
+        client.memory.add("Bad time", said_at="last tuesday")
