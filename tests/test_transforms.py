@@ -5,8 +5,7 @@ import logging
 
 import pytest
 
-from headroom.transforms import RollingWindowTransform, TokenCounter, encoding_for_model
-from headroom.transforms import _tokens
+from headroom.transforms import RollingWindowTransform, TokenCounter, _tokens, encoding_for_model
 from headroom.transforms._tokens import REPLY_PRIMING, TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE
 
 # Token ids as tiktoken gives them (the first two as in tiktoken's own README); checked in.

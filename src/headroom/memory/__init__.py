@@ -4,13 +4,10 @@
 it. Everything public is listed in ``__all__``; modules starting with ``_`` are private.
 """
 
-from ._api import MemoryInput, UserMemory, open_memory
-from ._embedders import Embedder, HashEmbedder, LocalEmbedder, OpenAIEmbedder
 from ._aio import AsyncUserMemory
+from ._api import MemoryInput, UserMemory, open_memory
 from ._background import with_memory
-from ._queue import RetryPolicy
-from ._fast import AsyncMemoryClient, MemoryClient, with_fast_memory
-from ._stream import AsyncMemoryStream, MemoryStream
+from ._embedders import Embedder, HashEmbedder, LocalEmbedder, OpenAIEmbedder
 from ._errors import (
     EmbedderUnavailableError,
     EmbeddingError,
@@ -21,9 +18,12 @@ from ._errors import (
     NotFoundError,
     StorageError,
 )
+from ._fast import AsyncMemoryClient, MemoryClient, with_fast_memory
 from ._models import CATEGORIES, MAX_TEXT_CHARS, Category, Memory, Source
+from ._queue import RetryPolicy
 from ._sqlite import SQLiteStore, default_db_path
 from ._store import Store
+from ._stream import AsyncMemoryStream, MemoryStream
 
 __all__ = [
     "CATEGORIES",

@@ -36,7 +36,7 @@ from ._models import (
     validate_time,
     validate_user_id,
 )
-from ._scoring import DEFAULT_SCORING, NEAR_DUPLICATE, Scoring, near_duplicate
+from ._scoring import DEFAULT_SCORING, Scoring, near_duplicate
 from ._sqlite import SQLiteStore
 from ._store import Store
 

@@ -16,9 +16,9 @@ from typing import Any, Callable, Mapping
 
 from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
-from ._embedders import Embedder, LOCAL_MODEL
-from ._errors import HeadroomMemoryError, InvalidInputError
 from ._dialects import ANTHROPIC, OPENAI, Dialect
+from ._embedders import LOCAL_MODEL, Embedder
+from ._errors import HeadroomMemoryError, InvalidInputError
 from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, new_user_texts, prepend_to_message
 from ._models import Memory
 from ._protocol import ExtractedMemory, format_injection
