@@ -82,14 +82,30 @@ def _openai_text(response: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
-class ChunkFilter:
-    """Chat completion chunks: one parser per choice, held-back text released on ``finish_reason``."""
+class _Parsers:
+    """What both stream filters keep: a parser per choice or block, and the raw text seen."""
 
     def __init__(self, strip: bool = True) -> None:
         self._strip = strip
         self._parsers: dict[int, BlockParser] = {}
         self._finished: set[int] = set()
         self._text: list[str] = []
+
+    def _finish_all(self) -> list[BlockParser]:
+        """Close every parser still open on what arrived, and log what they met."""
+        for index, parser in self._parsers.items():
+            if index not in self._finished:
+                self._finished.add(index)
+                parser.finish()
+        _log(list(self._parsers.values()))
+        return list(self._parsers.values())
+
+    def text(self) -> str:
+        return "".join(self._text)
+
+
+class ChunkFilter(_Parsers):
+    """Chat completion chunks: one parser per choice, held-back text released on ``finish_reason``."""
 
     def process(self, chunk: Any) -> list[Any]:
         for choice in getattr(chunk, "choices", None) or []:
@@ -110,16 +126,9 @@ class ChunkFilter:
         return [chunk]
 
     def memories(self) -> list[ExtractedMemory]:
-        for index, parser in self._parsers.items():
-            if index not in self._finished:
-                self._finished.add(index)
-                parser.finish()
-        _log(list(self._parsers.values()))
+        self._finish_all()
         first = self._parsers.get(0)
         return list(first.memories) if first else []
-
-    def text(self) -> str:
-        return "".join(self._text)
 
 
 OPENAI = Dialect("openai", _openai_instruct, _openai_clean, _openai_text, ChunkFilter)
@@ -157,16 +166,13 @@ def _anthropic_text(message: Any) -> str:
                    if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str))
 
 
-class EventFilter:
+class EventFilter(_Parsers):
     """Messages API stream events: ``text_delta`` text is stripped per content block; what a block
     held back is released, as one more ``text_delta`` event, just before its ``content_block_stop``."""
 
     def __init__(self, strip: bool = True) -> None:
-        self._strip = strip
-        self._parsers: dict[int, BlockParser] = {}
+        super().__init__(strip)
         self._last_delta: dict[int, Any] = {}
-        self._finished: set[int] = set()
-        self._text: list[str] = []
 
     def process(self, event: Any) -> list[Any]:
         kind = getattr(event, "type", None)
@@ -190,15 +196,7 @@ class EventFilter:
         return [event]
 
     def memories(self) -> list[ExtractedMemory]:
-        for index, parser in self._parsers.items():
-            if index not in self._finished:
-                self._finished.add(index)
-                parser.finish()
-        _log(list(self._parsers.values()))
-        return [m for parser in self._parsers.values() for m in parser.memories]
-
-    def text(self) -> str:
-        return "".join(self._text)
+        return [m for parser in self._finish_all() for m in parser.memories]
 
 
 ANTHROPIC = Dialect("anthropic", _anthropic_instruct, _anthropic_clean, _anthropic_text, EventFilter)
