@@ -23,6 +23,7 @@ import numpy as np
 from headroom.memory import LocalEmbedder, Memory, open_memory
 from headroom.memory._index import single_blas_thread
 from headroom.memory._models import new_id, utcnow
+from headroom.memory._scoring import DEFAULT_SCORING, Scoring
 
 WORDS = ("python postgres billing deploy kafka react rust vacation dentist marathon budget kubernetes "
          "sister guitar sushi invoice tokyo migration onboarding review").split()
@@ -62,7 +63,8 @@ def bench_size(n: int, samples: int, embedder: LocalEmbedder, workdir: Path) -> 
     bare.execute("PRAGMA synchronous = NORMAL")
     bare.execute("CREATE TABLE t (id TEXT, text TEXT, embedding BLOB)")
     memory.search("warm up the index")
-    search, search_floor, add, add_floor = [], [], [], []
+    vector_only, hybrid = Scoring(keyword_weight=0.0, recency_weight=0.0), DEFAULT_SCORING
+    search, vector_search, search_floor, add, add_floor = [], [], [], [], []
     for i in range(samples):
         query = sentence(rng, i) + "?"
         t = time.perf_counter()
@@ -74,6 +76,11 @@ def bench_size(n: int, samples: int, embedder: LocalEmbedder, workdir: Path) -> 
         t = time.perf_counter()
         memory.search(query, top_k=5)
         search.append(time.perf_counter() - t)
+        memory.scoring = vector_only
+        t = time.perf_counter()
+        memory.search(query, top_k=5)
+        vector_search.append(time.perf_counter() - t)
+        memory.scoring = hybrid
         text = sentence(rng, n + i)
         t = time.perf_counter()
         v = embedder.embed([text + " floor"])[0]
@@ -89,10 +96,12 @@ def bench_size(n: int, samples: int, embedder: LocalEmbedder, workdir: Path) -> 
         "memories": n,
         "add_p50_ms": pct(add, 50), "add_floor_p50_ms": pct(add_floor, 50),
         "search_p50_ms": pct(search, 50), "search_p95_ms": pct(search, 95),
+        "vector_search_p50_ms": pct(vector_search, 50),
         "search_floor_p50_ms": pct(search_floor, 50), "search_floor_p95_ms": pct(search_floor, 95),
     }
     result["add_ratio"] = result["add_p50_ms"] / result["add_floor_p50_ms"]
     result["search_ratio"] = result["search_p50_ms"] / result["search_floor_p50_ms"]
+    result["vector_search_ratio"] = result["vector_search_p50_ms"] / result["search_floor_p50_ms"]
     return result
 
 
@@ -110,14 +119,15 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             print(f"{n} memories:", file=sys.stderr)
             results.append(bench_size(n, args.samples, embedder, Path(tmp)))
-    header = ("memories", "add p50", "add floor", "add ratio", "search p50", "search p95",
-              "search floor p50", "search ratio")
+    header = ("memories", "add p50", "add floor", "add ratio", "search p50 (hybrid)", "search p95",
+              "search floor p50", "hybrid / floor", "vector-only search p50", "vector-only / floor")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in results:
         print(f"| {r['memories']:,} | {r['add_p50_ms']:.2f} ms | {r['add_floor_p50_ms']:.2f} ms | "
               f"{r['add_ratio']:.2f}x | {r['search_p50_ms']:.2f} ms | {r['search_p95_ms']:.2f} ms | "
-              f"{r['search_floor_p50_ms']:.2f} ms | {r['search_ratio']:.2f}x |")
+              f"{r['search_floor_p50_ms']:.2f} ms | {r['search_ratio']:.2f}x | "
+              f"{r['vector_search_p50_ms']:.2f} ms | {r['vector_search_ratio']:.2f}x |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 

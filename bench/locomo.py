@@ -132,11 +132,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conversations", type=int, default=10)
     parser.add_argument("--sweep", action="store_true", help="also try other fusion constants")
+    parser.add_argument("--speed-only", action="store_true", help="only the search speed at 10k memories")
     parser.add_argument("--out", default="bench/out/locomo.json")
     args = parser.parse_args()
     samples = json.loads(DATA.read_text())[: args.conversations]
     embedder = LocalEmbedder()
     embedder.embed(["load"])
+    if args.speed_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            fast = speed(samples, embedder, Path(tmp))
+        print(f"at {fast['memories']:,} memories of one user: search p50 vector-only {fast['vector_p50_ms']:.2f} ms, "
+              f"hybrid {fast['hybrid_p50_ms']:.2f} ms ({fast['ratio']:.2f}x)")
+        return
     configs = {"vector only (baseline)": Scoring(keyword_weight=0.0, recency_weight=0.0),
                "hybrid (default)": DEFAULT_SCORING}
     if args.sweep:

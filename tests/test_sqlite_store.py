@@ -148,3 +148,15 @@ def test_a_batch_that_fails_midway_stores_nothing(db_path):
         store.add([good, bad], vectors)
     assert [m.id for m in memory.get_all()] == [kept.id]
     assert [m.id for m, _ in memory.search("shed", top_k=5)] == [kept.id]
+
+
+def test_keyword_search_is_per_user_even_when_others_crowd_the_file(db_path):
+    bob = open_memory("bob", db_path, embedder=HashEmbedder())
+    bob.add_many([f"coffee note number {i}" for i in range(300)])
+    alice = open_memory("alice", db_path, embedder=HashEmbedder())
+    mine = alice.add("Drinks coffee with oat milk", category="preference")
+    alice.add("Owns a bicycle")
+    assert alice.store.keyword_search("alice", "coffee", 5) == [mine.id]
+    assert alice.store.keyword_search("alice", "coffee", 5, category="fact") == []
+    assert len(bob.store.keyword_search("bob", "coffee", 5)) == 5
+    assert all(m.user_id == "bob" for m, _ in bob.search("coffee", top_k=10))

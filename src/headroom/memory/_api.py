@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
@@ -53,18 +51,6 @@ MAX_TOP_K = 1000
 SEARCH_WAIT_SECONDS = 2.0
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="headroom-search")
-        return _POOL
-
-
 class UserMemory:
     """Search, add and manage the memories of one user."""
 
@@ -100,15 +86,13 @@ class UserMemory:
         if category is not None:
             validate_category(category)
         wide = max(top_k, self.scoring.candidates)
-        # The full-text lookup runs in a thread while the query is embedded (both release the GIL).
-        words = _pool().submit(self.store.keyword_search, self.user_id, query, wide, category) if (
-            self.scoring.keyword_weight) else None
         vector = self.embedder.embed([query])[0]
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
         by_meaning = self.store.search(self.user_id, vector, wide, category)
-        if words is None:
+        if not self.scoring.keyword_weight:
             return by_meaning[:top_k]
-        by_words = self.store.similarity(self.user_id, words.result(), vector)
+        ids = self.store.keyword_search(self.user_id, query, wide, category)
+        by_words = self.store.similarity(self.user_id, ids, vector)
         return self.scoring.rank(by_meaning, by_words, top_k)
 
     def get(self, memory_id: str) -> Memory:

@@ -497,20 +497,30 @@ class SQLiteStore:
             return index.search(np.asarray(query, dtype=np.float32), top_k, category)
 
     def keyword_search(self, user_id: str, text: str, top_k: int, category: str | None = None) -> list[str]:
-        """Ids of live memories matching ``text``'s words, best first by FTS5 BM25."""
+        """Ids of live memories matching ``text``'s words, best first by FTS5 BM25.
+
+        First the best matches of the whole file (cheap: the words alone), kept if they are this
+        user's; only when other users' rows crowd them out, again with the user's token in the match.
+        """
         words = fts_query(text)
         if words is None:
             return []
-        # The user's token narrows the match inside FTS5; only the top rows are joined to memories.
-        match = f'user_key : "u{user_id.encode().hex().upper()}" AND text : ({words})'
-        sql = ("SELECT m.id FROM (SELECT rowid AS pk, bm25(memories_fts, 1.0, 0.0) AS score FROM memories_fts "
-               "WHERE memories_fts MATCH ? ORDER BY score LIMIT ?) AS f JOIN memories m ON m.pk = f.pk "
-               "WHERE m.superseded_by IS NULL")
-        params: tuple = (match, top_k if category is None else 4 * top_k)
-        if category is not None:
-            sql += " AND m.category = ?"
-            params += (category,)
-        return [r[0] for r in self.query(sql + " ORDER BY f.score LIMIT ?", (*params, top_k))]
+        wide = 2 * top_k
+        rows = self._keyword_rows(f"text : ({words})", wide)
+        mine = [r[0] for r in rows if r[1] == user_id and (category is None or r[2] == category)]
+        if len(mine) < top_k and len(rows) == wide:
+            user_token = f'user_key : "u{user_id.encode().hex().upper()}"'
+            rows = self._keyword_rows(f"{user_token} AND text : ({words})", wide)
+            mine = [r[0] for r in rows if category is None or r[2] == category]
+        return mine[:top_k]
+
+    def _keyword_rows(self, match: str, limit: int) -> list[tuple]:
+        return self.query(
+            "SELECT m.id, m.user_id, m.category FROM (SELECT rowid AS pk, bm25(memories_fts, 1.0, 0.0) AS score "
+            "FROM memories_fts WHERE memories_fts MATCH ? ORDER BY score LIMIT ?) AS f "
+            "JOIN memories m ON m.pk = f.pk WHERE m.superseded_by IS NULL ORDER BY f.score",
+            (match, limit),
+        )
 
     def similarity(self, user_id: str, ids: Sequence[str], query: np.ndarray) -> list[tuple[Memory, float]]:
         """The user's searchable memories among ``ids``, in that order, with their cosine to ``query``."""
