@@ -103,6 +103,12 @@ class _Parsers:
     def text(self) -> str:
         return "".join(self._text)
 
+    def _parser(self, index: int) -> BlockParser:
+        parser = self._parsers.get(index)
+        if parser is None:
+            parser = self._parsers[index] = BlockParser()
+        return parser
+
 
 class ChunkFilter(_Parsers):
     """Chat completion chunks: one parser per choice, held-back text released on ``finish_reason``."""
@@ -116,7 +122,7 @@ class ChunkFilter(_Parsers):
                 self._text.append(content)
             if not self._strip:
                 continue
-            parser = self._parsers.setdefault(index, BlockParser())
+            parser = self._parser(index)
             text = parser.feed(content) if isinstance(content, str) else ""
             if getattr(choice, "finish_reason", None) is not None and index not in self._finished:
                 self._finished.add(index)
@@ -184,7 +190,7 @@ class EventFilter(_Parsers):
         if not self._strip:
             return [event]
         if is_text:
-            delta.text = self._parsers.setdefault(index, BlockParser()).feed(delta.text)
+            delta.text = self._parser(index).feed(delta.text)
             self._last_delta[index] = event
         elif kind == "content_block_stop" and index in self._parsers and index not in self._finished:
             self._finished.add(index)
