@@ -163,3 +163,19 @@ def test_async_memory_mirrors_the_sync_memory_api():
         assert inspect.signature(getattr(AsyncUserMemory, name)) == inspect.signature(getattr(UserMemory, name))
         assert inspect.iscoroutinefunction(getattr(AsyncUserMemory, name))
     assert public(UserMemory) - {"store", "embedder", "user_id", "close", "attach_worker"} <= public(AsyncUserMemory)
+
+
+def test_async_client_with_openai_embeddings_uses_its_own_endpoint(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+    async def main():
+        client = with_fast_memory(openai.AsyncOpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
+                                  db_path=str(tmp_path / "remote.db"), use_local_embeddings=False)
+        await client.memory.add("Prefers tabs")
+        found = await client.memory.search("Prefers tabs")
+        await client.close()
+        return found
+
+    found = asyncio.run(main())
+    assert found[0][0].text == "Prefers tabs"
+    assert sum(r.path == "/v1/embeddings" for r in server.requests) >= 2  # through the sync twin

@@ -8,7 +8,6 @@ then kept as failed, visible in ``stats()`` and retryable; nothing is dropped.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -20,7 +19,17 @@ from ._deferred import EXIT_WAIT_SECONDS, stop_at_exit
 from ._dialects import ANTHROPIC, Dialect
 from ._embedders import LOCAL_MODEL, Embedder
 from ._errors import HeadroomMemoryError, InvalidInputError
-from ._fast import AsyncMemoryClient, FastMemory, MemoryClient, Turn, client_memory, dialect_of, is_async, wrap_client
+from ._fast import (
+    AsyncMemoryClient,
+    FastMemory,
+    MemoryClient,
+    Turn,
+    client_memory,
+    dialect_of,
+    is_async,
+    sync_twin,
+    wrap_client,
+)
 from ._inject import DEFAULT_MIN_SCORE
 from ._protocol import extraction_prompt, parse_reply
 from ._queue import Job, JobQueue, LeaseLost, RetryPolicy
@@ -49,15 +58,6 @@ def make_caller(client: Any, dialect: Dialect) -> Caller:
                 model=model, messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
             return dialect.reply_text(response)
     return call
-
-
-def sync_twin(client: Any) -> Any:
-    """A synchronous client of the same SDK and settings, for the worker threads of an async one."""
-    module = importlib.import_module(type(client).__module__)
-    twin = getattr(module, type(client).__name__.removeprefix("Async"), None)
-    if twin is None:
-        raise TypeError(f"cannot find a synchronous twin of {type(client).__name__}; pass extraction_client=")
-    return twin(api_key=getattr(client, "api_key", None), base_url=getattr(client, "base_url", None))
 
 
 class ExtractionWorker:

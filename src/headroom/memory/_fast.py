@@ -8,6 +8,7 @@ everything else to the wrapped client untouched.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 import os
@@ -17,7 +18,7 @@ from typing import Any, Callable, Mapping
 from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
 from ._dialects import ANTHROPIC, OPENAI, Dialect
-from ._embedders import LOCAL_MODEL, Embedder
+from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError
 from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, new_user_texts, prepend_to_message
 from ._models import Memory
@@ -26,7 +27,7 @@ from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
 
 __all__ = ["with_fast_memory", "FastMemory", "MemoryClient", "AsyncMemoryClient", "Turn", "client_memory",
-           "wrap_client", "dialect_of", "is_async"]
+           "wrap_client", "dialect_of", "is_async", "sync_twin"]
 
 logger = logging.getLogger(__name__)
 
@@ -267,12 +268,24 @@ def is_async(client: Any) -> bool:
             or type(client).__name__.startswith("Async"))
 
 
+def sync_twin(client: Any) -> Any:
+    """A synchronous client of the same SDK and settings, for the worker threads of an async one."""
+    module = importlib.import_module(type(client).__module__)
+    twin = getattr(module, type(client).__name__.removeprefix("Async"), None)
+    if twin is None:
+        raise TypeError(f"cannot find a synchronous twin of {type(client).__name__}; pass extraction_client=")
+    return twin(api_key=getattr(client, "api_key", None), base_url=getattr(client, "base_url", None))
+
+
 def _embeddings_client(client: Any) -> Any:
-    """The wrapped client when it can serve ``embeddings.create`` synchronously, else None."""
+    """A synchronous client for ``embeddings.create``: the wrapped one or its twin; None if neither."""
+    if is_async(client):
+        try:
+            client = sync_twin(client)
+        except TypeError:
+            return None
     create = getattr(getattr(client, "embeddings", None), "create", None)
-    if callable(create) and not is_async(client):
-        return client
-    return None
+    return client if callable(create) else None
 
 
 def client_memory(
@@ -290,8 +303,6 @@ def client_memory(
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
         raise InvalidInputError("top_k must be an integer from 1 to 100")
     if embedder is None and not use_local_embeddings:
-        from ._embedders import make_embedder
-
         embedder = make_embedder(False, embedding_model, client=_embeddings_client(client))
     return open_memory(user_id, db_path, embedder=embedder, use_local_embeddings=use_local_embeddings,
                        embedding_model=embedding_model, store=store)
