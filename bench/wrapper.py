@@ -31,19 +31,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from latency import fill, sentence  # noqa: E402
 
 
-def run(n: int, samples: int, new_memory: bool, embedder: LocalEmbedder, workdir: Path) -> dict:
-    rng = np.random.default_rng(n)
-    db = str(workdir / f"wrapper-{n}-{new_memory}.db")
+def compare(n: int, samples: int, seed: int, db: str, reply, timed, embedder: LocalEmbedder,
+            stream_chunk_size: int = 4) -> tuple[list[float], list[float]]:
+    """Per sample: ``timed`` through the wrapper minus through the bare SDK (same scripted server),
+    and the floor, one search with no embedding waiting (the wait is untimed)."""
+    rng = np.random.default_rng(seed)
     filler = open_memory("bench", db, embedder=embedder)
     fill(filler, n, embedder.dim, rng)
     filler.close()
-    counter = iter(range(10**9))
-
-    def reply(body: dict) -> str:
-        items = [{"content": f"Prefers option {next(counter)}", "category": "preference"}] if new_memory else []
-        return "Here is my answer.\n<memory>" + json.dumps({"memories": items}) + "</memory>"
-
-    with ScriptedServer() as server:
+    with ScriptedServer(stream_chunk_size=stream_chunk_size) as server:
         server.script_chat(reply)
         bare = openai.OpenAI(base_url=server.base_url, api_key="x")
         wrapped = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), "bench", db,
@@ -53,23 +49,40 @@ def run(n: int, samples: int, new_memory: bool, embedder: LocalEmbedder, workdir
         for i in range(samples):
             messages = [{"role": "user", "content": sentence(rng, i) + "?"}]
             t = time.perf_counter()
-            bare.chat.completions.create(model="m", messages=messages)
+            timed(bare, messages)
             t_bare = time.perf_counter() - t
             t = time.perf_counter()
-            wrapped.chat.completions.create(model="m", messages=messages)
-            t_wrapped = time.perf_counter() - t
-            wrapped.memory.flush()  # untimed: the floor is a search with no embedding waiting
+            timed(wrapped, messages)
+            own.append(time.perf_counter() - t - t_bare)
+            wrapped.memory.flush()
             t = time.perf_counter()
             wrapped.memory.search(messages[0]["content"], top_k=5)
             floor.append(time.perf_counter() - t)
-            own.append(t_wrapped - t_bare)
         wrapped.close()
-    p = lambda xs, q: float(np.percentile(xs, q)) * 1000  # noqa: E731
+    return own, floor
+
+
+def p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000
+
+
+def run(n: int, samples: int, new_memory: bool, embedder: LocalEmbedder, workdir: Path) -> dict:
+    counter = iter(range(10**9))
+
+    def reply(body: dict) -> str:
+        items = [{"content": f"Prefers option {next(counter)}", "category": "preference"}] if new_memory else []
+        return "Here is my answer.\n<memory>" + json.dumps({"memories": items}) + "</memory>"
+
+    def call(client, messages) -> None:  # type: ignore[no-untyped-def]
+        client.chat.completions.create(model="m", messages=messages)
+
+    own, floor = compare(n, samples, n, str(workdir / f"wrapper-{n}-{new_memory}.db"), reply, call, embedder)
     return {"memories": n, "new_memory_per_reply": new_memory, "own_p50_ms": p(own, 50),
             "own_p95_ms": p(own, 95), "floor_p50_ms": p(floor, 50), "floor_p95_ms": p(floor, 95)}
 
 
-def first_token(stream) -> None:
+def first_token(client, messages) -> None:  # type: ignore[no-untyped-def]
+    stream = client.chat.completions.create(model="m", messages=messages, stream=True)
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             break
@@ -77,33 +90,10 @@ def first_token(stream) -> None:
 
 
 def run_stream(n: int, samples: int, embedder: LocalEmbedder, workdir: Path) -> dict:
-    rng = np.random.default_rng(n + 1)
-    db = str(workdir / f"stream-{n}.db")
-    filler = open_memory("bench", db, embedder=embedder)
-    fill(filler, n, embedder.dim, rng)
-    filler.close()
     reply = "Here is a longer answer that streams in small pieces. " * 4 + "\n<memory>" + json.dumps(
         {"memories": []}) + "</memory>"
-    with ScriptedServer(stream_chunk_size=4) as server:
-        server.script_chat(lambda body: reply)
-        bare = openai.OpenAI(base_url=server.base_url, api_key="x")
-        wrapped = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), "bench", db,
-                                   embedder=embedder)
-        wrapped.memory.search("warm up")
-        extra, floor = [], []
-        for i in range(samples):
-            messages = [{"role": "user", "content": sentence(rng, i) + "?"}]
-            t = time.perf_counter()
-            first_token(bare.chat.completions.create(model="m", messages=messages, stream=True))
-            t_bare = time.perf_counter() - t
-            t = time.perf_counter()
-            first_token(wrapped.chat.completions.create(model="m", messages=messages, stream=True))
-            extra.append(time.perf_counter() - t - t_bare)
-            t = time.perf_counter()
-            wrapped.memory.search(messages[0]["content"], top_k=5)
-            floor.append(time.perf_counter() - t)
-        wrapped.close()
-    p = lambda xs, q: float(np.percentile(xs, q)) * 1000  # noqa: E731
+    extra, floor = compare(n, samples, n + 1, str(workdir / f"stream-{n}.db"), lambda body: reply, first_token,
+                           embedder)
     return {"memories": n, "ttft_extra_p50_ms": p(extra, 50), "ttft_extra_p95_ms": p(extra, 95),
             "floor_p50_ms": p(floor, 50)}
 

@@ -140,9 +140,3 @@ class JobQueue:
             "SELECT status, COUNT(*) FROM extraction_jobs WHERE user_id = ? GROUP BY status", (user_id,))
         found = dict(rows)
         return {"pending": found.get("pending", 0) + found.get("running", 0), "failed": found.get("failed", 0)}
-
-    def failures(self, user_id: str) -> list[dict[str, Any]]:
-        rows = self.store.query(
-            "SELECT id, attempts, last_error, created_at FROM extraction_jobs WHERE user_id = ? AND status = 'failed' "
-            "ORDER BY id", (user_id,))
-        return [{"id": r[0], "attempts": r[1], "error": r[2], "created_at": r[3]} for r in rows]
