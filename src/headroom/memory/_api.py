@@ -88,11 +88,10 @@ class UserMemory:
         wide = max(top_k, self.scoring.candidates)
         vector = self.embedder.embed([query])[0]
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
-        by_meaning = self.store.search(self.user_id, vector, wide, category)
         if not self.scoring.keyword_weight:
-            return by_meaning[:top_k]
-        ids = self.store.keyword_search(self.user_id, query, wide, category)
-        by_words = self.store.similarity(self.user_id, ids, vector)
+            return self.store.search(self.user_id, vector, top_k, category)[0]
+        ids = self.store.keyword_search(self.user_id, self.scoring.keywords(self.store, query), wide, category)
+        by_meaning, by_words = self.store.search(self.user_id, vector, wide, category, also=ids)
         return self.scoring.rank(by_meaning, by_words, top_k)
 
     def get(self, memory_id: str) -> Memory:

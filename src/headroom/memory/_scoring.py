@@ -20,7 +20,7 @@ import numpy as np
 from ._models import Memory
 from ._store import Store
 
-__all__ = ["Scoring", "DEFAULT_SCORING", "fts_query", "STOPWORDS", "NEAR_DUPLICATE", "near_duplicate"]
+__all__ = ["Scoring", "DEFAULT_SCORING", "content_words", "STOPWORDS", "NEAR_DUPLICATE", "near_duplicate"]
 
 #: A new memory whose embedding has at least this cosine with one the user has is that memory, not
 #: a new one: rewordings ("Is vegetarian" / "Is a vegetarian" 0.988) score above it, different facts
@@ -41,13 +41,13 @@ STOPWORDS = frozenset(
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
-def fts_query(text: str, limit: int = 32) -> str | None:
-    """An FTS5 query matching any of the text's content words (quoted, so no syntax leaks in)."""
+def content_words(text: str, limit: int = 32) -> list[str]:
+    """The distinct words of ``text`` a keyword search looks for: lower-cased, stop words dropped."""
     words: list[str] = []
     for word in _WORD.findall(text.lower()):
         if len(word) > 1 and word not in STOPWORDS and word not in words:
             words.append(word)
-    return " OR ".join(f'"{w}"' for w in words[:limit]) or None
+    return words[:limit]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,24 @@ class Scoring:
     half_life_days: float = 30.0
     #: How many candidates each list contributes before fusion.
     candidates: int = 50
+    #: A query word found in more than this share of the file's memories, and in more than
+    #: ``common_word_rows`` of them, is left out of the keyword query (the rarest word is always
+    #: kept). Such a word ranks little under BM25 (its IDF is low) but makes the query score every
+    #: row it matches: at 10k LoCoMo turns, leaving out words above 5% took the FTS5 query from 1.75
+    #: to 0.71 ms (bench/RESULTS.md has its effect on recall). Below a few hundred rows a word
+    #: costs little, and in a small store every word is "common".
+    common_word_share: float = 0.05
+    common_word_rows: int = 200
+
+    def keywords(self, store: Store, text: str) -> list[str]:
+        """The words of ``text`` to search for in ``store``'s full-text index."""
+        words = content_words(text)
+        if len(words) < 2 or self.common_word_share >= 1:
+            return words
+        counts, total = store.word_counts(words)
+        most = max(self.common_word_share * total, self.common_word_rows)
+        kept = [w for w, n in zip(words, counts) if n <= most]
+        return kept or [min(zip(counts, words))[1]]
 
     def fuse(self, vector_ids: list[str], keyword_ids: list[str], ages_days: dict[str, float]) -> list[str]:
         """Ids best first."""
@@ -91,8 +109,7 @@ DEFAULT_SCORING = Scoring()
 
 def near_duplicate(store: Store, user_id: str, text: str, vector: np.ndarray) -> Memory | None:
     """The user's memory that says the same as ``text``: cosine >= ``NEAR_DUPLICATE`` and the same numbers."""
-    best = store.search(user_id, vector, 1)
-    # Vectors are float32, so the threshold is compared as float32 too ("at" the threshold merges).
-    if best and best[0][1] >= float(np.float32(NEAR_DUPLICATE)) and _NUMBER.findall(best[0][0].text) == _NUMBER.findall(text):
-        return best[0][0]
+    best = store.nearest(user_id, vector, NEAR_DUPLICATE)
+    if best is not None and _NUMBER.findall(best[0].text) == _NUMBER.findall(text):
+        return best[0]
     return None

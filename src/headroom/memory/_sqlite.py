@@ -30,7 +30,6 @@ from ._errors import (
 from ._index import VectorIndex
 from ._migrations import MIGRATIONS
 from ._models import Memory, new_id, normalize_text
-from ._scoring import fts_query
 
 __all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
@@ -66,6 +65,11 @@ def _row_to_memory(row: tuple) -> Memory:
         superseded_by=row[8],
         superseded_at=_to_time(row[9]) if row[9] is not None else None,
     )
+
+
+def _phrase(word: str) -> str:
+    """One word as an FTS5 string, so no query syntax leaks in."""
+    return '"' + word.replace('"', '""') + '"'
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -486,33 +490,46 @@ class SQLiteStore:
             self._indexes[user_id] = VectorIndex(self.embedding_dim, self._bump(db, user_id))
         return gone
 
-    def search(
-        self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None
-    ) -> list[tuple[Memory, float]]:
+    def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
+               also: Sequence[str] = ()) -> tuple[list[tuple[Memory, float]], list[tuple[Memory, float]]]:
         with self._lock:
-            try:
-                index = self._index(user_id)
-            except sqlite3.Error as exc:
-                raise StorageError(f"cannot read {self.path}: {exc}") from exc
-            return index.search(np.asarray(query, dtype=np.float32), top_k, category)
+            return self._current(user_id).search(np.asarray(query, dtype=np.float32), top_k, category, also)
 
-    def keyword_search(self, user_id: str, text: str, top_k: int, category: str | None = None) -> list[str]:
-        """Ids of live memories matching ``text``'s words, best first by FTS5 BM25.
+    def nearest(self, user_id: str, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
+        with self._lock:
+            return self._current(user_id).nearest(np.asarray(query, dtype=np.float32), min_score)
+
+    def _current(self, user_id: str) -> VectorIndex:
+        try:
+            return self._index(user_id)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read {self.path}: {exc}") from exc
+
+    def keyword_search(self, user_id: str, words: Sequence[str], top_k: int, category: str | None = None
+                       ) -> list[str]:
+        """Ids of live memories matching any of ``words``, best first by FTS5 BM25.
 
         First the best matches of the whole file (cheap: the words alone), kept if they are this
         user's; only when other users' rows crowd them out, again with the user's token in the match.
         """
-        words = fts_query(text)
-        if words is None:
+        if not words:
             return []
+        match = "text : (" + " OR ".join(_phrase(w) for w in words) + ")"
         wide = 2 * top_k
-        rows = self._keyword_rows(f"text : ({words})", wide)
+        rows = self._keyword_rows(match, wide)
         mine = [r[0] for r in rows if r[1] == user_id and (category is None or r[2] == category)]
         if len(mine) < top_k and len(rows) == wide:
             user_token = f'user_key : "u{user_id.encode().hex().upper()}"'
-            rows = self._keyword_rows(f"{user_token} AND text : ({words})", wide)
+            rows = self._keyword_rows(f"{user_token} AND {match}", wide)
             mine = [r[0] for r in rows if category is None or r[2] == category]
         return mine[:top_k]
+
+    def word_counts(self, words: Sequence[str]) -> tuple[list[int], int]:
+        """Per word, the rows of the file whose text holds it (as FTS5 matches it, stemmed); and all rows."""
+        counts = ", ".join("(SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?)" for _ in words)
+        row = self.query(f"SELECT (SELECT count(*) FROM memories), {counts}",
+                         tuple(f"text : {_phrase(w)}" for w in words))
+        return list(row[0][1:]), row[0][0]
 
     def _keyword_rows(self, match: str, limit: int) -> list[tuple]:
         return self.query(
@@ -521,17 +538,6 @@ class SQLiteStore:
             "JOIN memories m ON m.pk = f.pk WHERE m.superseded_by IS NULL ORDER BY f.score",
             (match, limit),
         )
-
-    def similarity(self, user_id: str, ids: Sequence[str], query: np.ndarray) -> list[tuple[Memory, float]]:
-        """The user's searchable memories among ``ids``, in that order, with their cosine to ``query``."""
-        with self._lock:
-            try:
-                index = self._index(user_id)
-            except sqlite3.Error as exc:
-                raise StorageError(f"cannot read {self.path}: {exc}") from exc
-            q = np.asarray(query, dtype=np.float32)
-            hits = [index.similarity(memory_id, q) for memory_id in ids]
-        return [hit for hit in hits if hit is not None]
 
     def counts(self, user_id: str) -> dict[str, int]:
         rows = self.query(

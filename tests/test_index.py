@@ -1,0 +1,86 @@
+"""The in-process vector index: top-k search, scores of named ids, and the signature-filtered nearest match."""
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from headroom.memory._index import SIGNATURE_BITS, VectorIndex, max_distance, signatures
+from headroom.memory._models import Memory
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DIM = 384
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def at_cosine(base: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit vector with exactly ``cosine`` to ``base`` (a random direction orthogonal to it)."""
+    other = rng.standard_normal(base.shape[0])
+    other -= (other @ base) * base
+    other /= np.linalg.norm(other)
+    return (cosine * base + np.sqrt(1 - cosine**2) * other).astype(np.float32)
+
+
+def filled(n: int, rng: np.random.Generator) -> tuple[VectorIndex, np.ndarray]:
+    vectors = unit(rng.standard_normal((n, DIM)))
+    index = VectorIndex(DIM, 0)
+    index.add([Memory(f"{i:032x}", "u", f"memory {i}", "fact", NOW, NOW) for i in range(n)], vectors)
+    return index, vectors
+
+
+def test_search_matches_brute_force_and_scores_named_ids():
+    rng = np.random.default_rng(1)
+    index, vectors = filled(500, rng)
+    query = unit(rng.standard_normal(DIM))
+    scores = vectors @ query
+    top, named = index.search(query, 5, also=[f"{7:032x}", "missing", f"{3:032x}"])
+    assert [int(m.id, 16) for m, _ in top] == list(np.argsort(-scores)[:5])
+    assert [(int(m.id, 16), round(s, 5)) for m, s in named] == [(7, round(float(scores[7]), 5)),
+                                                                 (3, round(float(scores[3]), 5))]
+
+
+def test_signatures_are_the_same_in_every_index():
+    vectors = unit(np.random.default_rng(2).standard_normal((3, DIM)))
+    assert signatures(vectors).shape == (SIGNATURE_BITS // 64, 3)
+    assert np.array_equal(signatures(vectors), signatures(vectors.copy()))
+
+
+def test_max_distance_grows_as_the_threshold_falls():
+    assert max_distance(1.0) == 0
+    assert 0 < max_distance(0.99) < max_distance(0.95) < max_distance(0.8) < SIGNATURE_BITS
+
+
+@pytest.mark.parametrize("cosine", [0.95001, 0.96, 0.98, 1.0])  # 0.95 itself rounds either way in float32
+def test_nearest_never_misses_a_planted_near_duplicate(cosine):
+    rng = np.random.default_rng(int(cosine * 100))
+    index, vectors = filled(2000, rng)
+    for row in rng.choice(2000, 300, replace=False):
+        query = at_cosine(vectors[row], cosine, rng)
+        found = index.nearest(query, 0.95)
+        best = int(np.argmax(vectors @ query))
+        assert found is not None and int(found[0].id, 16) == best
+        assert found[1] == pytest.approx(float(vectors[best] @ query), abs=1e-5)
+
+
+def test_nearest_finds_nothing_below_the_threshold():
+    rng = np.random.default_rng(3)
+    index, vectors = filled(2000, rng)
+    for row in range(50):
+        assert index.nearest(at_cosine(vectors[row], 0.93, rng), 0.95) is None
+    assert index.nearest(unit(rng.standard_normal(DIM)), 0.95) is None
+
+
+def test_nearest_follows_replace_and_remove():
+    rng = np.random.default_rng(4)
+    index, vectors = filled(100, rng)
+    moved = unit(rng.standard_normal(DIM))
+    memory = index.search(vectors[5], 1)[0][0][0]
+    index.replace(memory, moved)
+    assert index.nearest(vectors[5], 0.95) is None
+    assert index.nearest(moved, 0.95)[0].id == memory.id
+    index.remove(f"{0:032x}")  # the last row moves into row 0: its signature must move with it
+    assert index.nearest(vectors[99], 0.95)[0].id == f"{99:032x}"
+    assert index.nearest(vectors[0], 0.95) is None
