@@ -27,19 +27,41 @@ def at_cosine(base: np.ndarray, cosine: float, rng: np.random.Generator) -> np.n
 def filled(n: int, rng: np.random.Generator) -> tuple[VectorIndex, np.ndarray]:
     vectors = unit(rng.standard_normal((n, DIM)))
     index = VectorIndex(DIM, 0)
-    index.add([Memory(f"{i:032x}", "u", f"memory {i}", "fact", NOW, NOW) for i in range(n)], vectors)
+    index.add([Memory(f"{i:032x}", "u", f"memory {i}", "fact", NOW, NOW) for i in range(n)], vectors,
+              [1000 + i for i in range(n)])
     return index, vectors
 
 
-def test_search_matches_brute_force_and_scores_named_ids():
+def test_search_matches_brute_force():
     rng = np.random.default_rng(1)
     index, vectors = filled(500, rng)
     query = unit(rng.standard_normal(DIM))
     scores = vectors @ query
-    top, named = index.search(query, 5, also=[f"{7:032x}", "missing", f"{3:032x}"])
-    assert [int(m.id, 16) for m, _ in top] == list(np.argsort(-scores)[:5])
-    assert [(int(m.id, 16), round(s, 5)) for m, s in named] == [(7, round(float(scores[7]), 5)),
-                                                                 (3, round(float(scores[3]), 5))]
+    by_meaning, by_words = index.search(query, 5)
+    assert [int(m.id, 16) for m, _ in by_meaning] == list(np.argsort(-scores)[:5])
+    assert [s for _, s in by_meaning] == pytest.approx(sorted(scores, reverse=True)[:5], abs=1e-5)
+    assert by_words == []
+
+
+def test_keyword_ranking_is_bm25_over_the_users_rows_with_cosines():
+    texts = ["rare word here", "common word", "common word again and again", "common rare"] + ["filler text here"] * 16
+    index = VectorIndex(3, 0)
+    vectors = unit(np.eye(3, dtype=np.float32)[[0, 1, 2, 0] + [1, 2] * 8] + 0.1)
+    memories = [Memory(f"{i:032x}", "u", t, "fact", NOW, NOW) for i, t in enumerate(texts)]
+    index.add(memories, vectors, list(range(10, 30)))
+    query = unit(np.array([1.0, 0.0, 0.0], dtype=np.float32))
+    # "rare" is in rows 0 and 3, "common" in 1, 2 and 3; key 99 is not this index's (another user, say).
+    _, by_words = index.search(query, 5, matches=[np.array([10, 13, 99]), np.array([11, 12, 13])])
+    assert [m.text for m, _ in by_words] == ["common rare", "rare word here", "common word",
+                                             "common word again and again"]
+    assert by_words[0][1] == pytest.approx(float(vectors[3] @ query), abs=1e-6)
+    _, only_long = index.search(query, 5, matches=[np.array([11, 12])])
+    assert [m.text for m, _ in only_long] == ["common word", "common word again and again"]  # shorter first
+    _, none = index.search(query, 5, category="preference", matches=[np.array([10, 13])])
+    assert none == []
+    # A word in more than COMMON_WORD_SHARE of the user's memories is no keyword: it would rank them all.
+    _, everywhere = index.search(query, 5, matches=[np.arange(10, 30)])
+    assert everywhere == []
 
 
 def test_signatures_are_the_same_in_every_index():
@@ -78,9 +100,10 @@ def test_nearest_follows_replace_and_remove():
     index, vectors = filled(100, rng)
     moved = unit(rng.standard_normal(DIM))
     memory = index.search(vectors[5], 1)[0][0][0]
-    index.replace(memory, moved)
+    index.replace(memory, moved, 1005)
     assert index.nearest(vectors[5], 0.95) is None
     assert index.nearest(moved, 0.95)[0].id == memory.id
     index.remove(f"{0:032x}")  # the last row moves into row 0: its signature must move with it
     assert index.nearest(vectors[99], 0.95)[0].id == f"{99:032x}"
     assert index.nearest(vectors[0], 0.95) is None
+    assert [m.id for m, _ in index.search(vectors[99], 3, matches=[np.array([1000, 1099])])[1]] == [f"{99:032x}"]

@@ -156,7 +156,12 @@ def test_keyword_search_is_per_user_even_when_others_crowd_the_file(db_path):
     alice = open_memory("alice", db_path, embedder=HashEmbedder())
     mine = alice.add("Drinks coffee with oat milk", category="preference")
     alice.add("Owns a bicycle")
-    assert alice.store.keyword_search("alice", ["coffee"], 5) == [mine.id]
-    assert alice.store.keyword_search("alice", ["coffee"], 5, category="fact") == []
-    assert len(bob.store.keyword_search("bob", ["coffee"], 5)) == 5
+    vector = alice.embedder.embed(["coffee"])[0]
+
+    def by_words(memory, user, **kw):
+        return [m.id for m, _ in memory.store.search(user, vector, 5, words=["coffee"], **kw)[1]]
+
+    assert by_words(alice, "alice") == [mine.id]
+    assert by_words(alice, "alice", category="fact") == []
+    assert by_words(bob, "bob") == []  # in every memory of bob's: not a keyword for him
     assert all(m.user_id == "bob" for m, _ in bob.search("coffee", top_k=10))

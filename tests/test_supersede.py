@@ -62,17 +62,17 @@ def test_hybrid_finds_what_either_side_alone_misses(db_path):
     assert hybrid == {"Zorblax firmware needs an update", "Resides in Lisbon"}
 
 
-def test_words_most_memories_hold_are_left_out_of_the_keyword_query(db_path):
-    memory = open_memory("alice", db_path, embedder=HashEmbedder())
-    scoring = Scoring()
-    memory.add_many(["Drinks coffee with oat milk", "Owns a cat"])
-    assert scoring.keywords(memory.store, "coffee with oat milk?") == ["coffee", "oat", "milk"]  # a small store
-    memory.add_many([f"coffee note {i}" for i in range(300)])
-    assert memory.store.word_counts(["coffee", "note", "oat", "tea"]) == ([301, 300, 1, 0], 302)
-    assert scoring.keywords(memory.store, "coffee with oat milk?") == ["oat", "milk"]
-    assert scoring.keywords(memory.store, "coffee notes") == ["notes"]  # all common: the rarest stays
-    assert Scoring(common_word_share=1.0).keywords(memory.store, "coffee oat") == ["coffee", "oat"]
-    assert memory.search("coffee with oat milk", top_k=1)[0][0].text == "Drinks coffee with oat milk"
+def test_keyword_statistics_are_the_users_own(db_path):
+    # "coffee" is in every memory of bob's but in one of alice's: for alice it is a rare word.
+    bob = open_memory("bob", db_path, embedder=HashEmbedder())
+    bob.add_many([f"coffee note {i}" for i in range(300)])
+    alice = open_memory("alice", db_path, embedder=HashEmbedder())
+    alice.add_many(["Drinks coffee with oat milk", "Owns a cat", "Takes notes in a paper notebook",
+                    "Lives in Lisbon", "Plays chess on Sundays", "Has a sister"])
+    vector = alice.embedder.embed(["coffee notes"])[0]
+    _, by_words = alice.store.search("alice", vector, 5, words=["coffee", "notes"])
+    assert [m.text for m, _ in by_words] == ["Drinks coffee with oat milk", "Takes notes in a paper notebook"]
+    assert all(m.user_id == "bob" for m, _ in bob.search("coffee", top_k=10))
 
 
 def test_a_paraphrase_is_found_with_the_real_model(db_path, local_embedder):
@@ -80,7 +80,8 @@ def test_a_paraphrase_is_found_with_the_real_model(db_path, local_embedder):
     memory.add_many(CORPUS)
     (hit, score), = memory.search("In which city is their home?", top_k=1)
     assert hit.text == "Lives in Lisbon near the river"
-    assert memory.store.keyword_search("alice", content_words("In which city is their home?"), 5) == []
+    vector = local_embedder.embed(["In which city is their home?"])[0]
+    assert memory.store.search("alice", vector, 5, words=content_words("In which city is their home?"))[1] == []
 
 
 def test_near_duplicate_merge_at_and_around_the_threshold(db_path):

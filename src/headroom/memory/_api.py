@@ -34,7 +34,7 @@ from ._models import (
     validate_time,
     validate_user_id,
 )
-from ._scoring import DEFAULT_SCORING, Scoring, near_duplicate
+from ._scoring import DEFAULT_SCORING, Scoring, content_words, near_duplicate
 from ._sqlite import SQLiteStore
 from ._store import Store
 
@@ -90,8 +90,7 @@ class UserMemory:
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
         if not self.scoring.keyword_weight:
             return self.store.search(self.user_id, vector, top_k, category)[0]
-        ids = self.store.keyword_search(self.user_id, self.scoring.keywords(self.store, query), wide, category)
-        by_meaning, by_words = self.store.search(self.user_id, vector, wide, category, also=ids)
+        by_meaning, by_words = self.store.search(self.user_id, vector, wide, category, content_words(query))
         return self.scoring.rank(by_meaning, by_words, top_k)
 
     def get(self, memory_id: str) -> Memory:

@@ -64,22 +64,13 @@ class Store(Protocol):
     def clear(self, user_id: str) -> int: ...
 
     def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
-               also: Sequence[str] = ()) -> tuple[list[tuple[Memory, float]], list[tuple[Memory, float]]]:
-        """The ``top_k`` live memories by cosine similarity to ``query``, best first; and the user's
-        searchable memories among the ids ``also``, in that order, with their cosine."""
+               words: Sequence[str] = ()) -> tuple[list[tuple[Memory, float]], list[tuple[Memory, float]]]:
+        """Two rankings of the user's searchable live memories, ``top_k`` each, best first, each
+        memory with its cosine to ``query``: by cosine, and by full-text relevance (BM25) to ``words``."""
         ...
 
     def nearest(self, user_id: str, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
         """The live memory most similar to ``query``, if its cosine is at least ``min_score``."""
-        ...
-
-    def keyword_search(self, user_id: str, words: Sequence[str], top_k: int, category: str | None = None
-                       ) -> list[str]:
-        """Ids of live memories matching any of ``words``, best first (full-text ranking)."""
-        ...
-
-    def word_counts(self, words: Sequence[str]) -> tuple[list[int], int]:
-        """How many memories of the whole store each word is found in, and how many memories it holds."""
         ...
 
     def counts(self, user_id: str) -> dict[str, int]:
