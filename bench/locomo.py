@@ -147,8 +147,8 @@ def main() -> None:
     configs = {"vector only (baseline)": Scoring(keyword_weight=0.0, recency_weight=0.0),
                "hybrid (default)": DEFAULT_SCORING}
     if args.sweep:
-        for k in (3, 5, 10, 60):
-            for w in (1.0, 1.5, 2.0):
+        for k in (3, 5, 7, 10, 60):
+            for w in (0.75, 1.0, 1.5):
                 configs[f"rrf_k={k} keyword_weight={w}"] = Scoring(rrf_k=k, keyword_weight=w)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
