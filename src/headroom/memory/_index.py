@@ -123,17 +123,15 @@ class VectorIndex:
 
     def add(self, memories: Sequence[Memory], vectors: np.ndarray, keys: Sequence[int]) -> None:
         self._grow(len(memories))
-        start = len(self._memories)
-        self._signs[:, start : start + len(memories)] = signatures(vectors)
-        for memory, vector, key in zip(memories, vectors, keys):
-            row = len(self._memories)
-            self._matrix[:, row] = vector
-            self._codes[row] = _CATEGORY_CODE[memory.category]
-            self._lengths[row] = token_count(memory.text)
-            self._memories.append(memory)
-            self._keys.append(key)
-            self._row[memory.id] = row
-            self._row_of_key[key] = row
+        start, end = len(self._memories), len(self._memories) + len(memories)
+        self._matrix[:, start:end] = vectors.T
+        self._signs[:, start:end] = signatures(vectors)
+        self._codes[start:end] = [_CATEGORY_CODE[m.category] for m in memories]
+        self._lengths[start:end] = [token_count(m.text) for m in memories]
+        self._memories.extend(memories)
+        self._keys.extend(keys)
+        self._row.update((m.id, row) for row, m in enumerate(memories, start))
+        self._row_of_key.update((key, row) for row, key in enumerate(keys, start))
 
     def replace(self, memory: Memory, vector: np.ndarray | None, key: int) -> None:
         row = self._row.get(memory.id)
