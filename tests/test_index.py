@@ -62,6 +62,9 @@ def test_keyword_ranking_is_bm25_over_the_users_rows_with_cosines():
     # A word in more than COMMON_WORD_SHARE of the user's memories is no keyword: it would rank them all.
     _, everywhere = index.search(query, 5, matches=[np.arange(10, 30)])
     assert everywhere == []
+    # Beside a real keyword it still counts: "rare" rows, the one with "filler" too first.
+    _, both = index.search(query, 5, matches=[np.arange(14, 30), np.array([10, 14])])
+    assert [m.text for m, _ in both] == ["filler text here", "rare word here"]
 
 
 def test_signatures_are_the_same_in_every_index():

@@ -62,9 +62,10 @@ def token_count(text: str) -> int:
 BM25_K1 = 1.2
 BM25_B = 0.5
 #: A word found in more than this share of a user's memories, and in more than ``COMMON_WORD_ROWS``
-#: of them, is not a keyword for that user: it would match a large part of them equally ("use" stems
-#: to "us", in every "let us ..."), and reciprocal rank fusion gives its first matches the weight of
-#: a real keyword hit. On LoCoMo it changes recall@5 by -0.005 and recall@10 by +0.002.
+#: of them, is not a keyword for that user: a memory holding only such words is no keyword hit. It
+#: would match a large part of them equally ("use" stems to "us", in every "let us ..."), and
+#: reciprocal rank fusion gives its first matches the weight of a real keyword hit. With a real
+#: keyword it still adds its (small) BM25 weight. On LoCoMo: recall@5 0.665 -> 0.669.
 COMMON_WORD_SHARE = 0.3
 COMMON_WORD_ROWS = 10
 
@@ -80,10 +81,13 @@ def bm25(rows_per_word: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray
     scores = np.zeros(n, dtype=np.float32)
     average = float(lengths.mean()) if n else 1.0
     most = max(COMMON_WORD_SHARE * n, COMMON_WORD_ROWS)
+    keyword = np.zeros(n, dtype=bool)
     for rows in rows_per_word:
-        if 0 < len(rows) <= most:
+        if len(rows):
+            keyword[rows] |= len(rows) <= most
             idf = math.log(1.0 + (n - len(rows) + 0.5) / (len(rows) + 0.5))
             scores[rows] += idf * (BM25_K1 + 1) / (1 + BM25_K1 * (1 - BM25_B + BM25_B * lengths[rows] / average))
+    scores[~keyword] = 0.0
     return scores
 
 
