@@ -100,6 +100,22 @@ def test_near_duplicate_merge_at_and_around_the_threshold(db_path):
     assert len(memory.get_all()) == 3
 
 
+@pytest.mark.parametrize("defer", [False, True])
+def test_near_duplicates_within_one_batch_are_stored_once(db_path, defer):
+    embedder = FixedEmbedder()
+    embedder.at("Is vegetarian", 1.0)
+    embedder.at("Is a vegetarian", NEAR_DUPLICATE + 1e-3)
+    embedder.at("Has 2 vegetarian kids", NEAR_DUPLICATE + 2e-3)
+    embedder.at("Is mostly vegetarian", NEAR_DUPLICATE - 0.05)
+    memory = open_memory("alice", db_path, embedder=embedder)
+    batch = ["Is vegetarian", "Is a vegetarian", "Has 2 vegetarian kids", "Is mostly vegetarian"]
+    first, twin, numbers, apart = memory.add_many(batch, defer_embedding=defer)
+    memory.flush()
+    assert {m.text for m in memory.get_all()} == {"Is vegetarian", "Has 2 vegetarian kids", "Is mostly vegetarian"}
+    if not defer:  # stored at once: the batch answers with the memory that stays
+        assert twin.id == first.id and len({first.id, numbers.id, apart.id}) == 3
+
+
 def test_supersede_chain_and_history(db_path, local_embedder):
     memory = open_memory("alice", db_path, embedder=local_embedder)
     a = memory.add("Works at Google", said_at="2024-01-10T09:00:00Z")

@@ -34,7 +34,7 @@ from ._models import (
     validate_time,
     validate_user_id,
 )
-from ._scoring import DEFAULT_SCORING, Scoring, content_words, near_duplicate
+from ._scoring import DEFAULT_SCORING, Scoring, batch_twins, content_words, near_duplicate
 from ._sqlite import SQLiteStore
 from ._store import Store
 
@@ -147,7 +147,8 @@ class UserMemory:
 
         Every item is validated before anything is embedded or written, so one bad item stores none.
         A text the user already has, or one whose embedding is a near duplicate (cosine >=
-        ``NEAR_DUPLICATE``) of a memory of the user, returns that memory instead of a copy. An item's
+        ``NEAR_DUPLICATE``) of a memory of the user or of an earlier item, returns that memory
+        instead of a copy. An item's
         ``replaces`` supersedes the memory it names, if this user has it (otherwise a warning).
         With ``defer_embedding=True`` they are written at once and embedded by a background thread
         a few milliseconds later: listed at once, searchable once embedded (``flush`` waits).
@@ -175,12 +176,18 @@ class UserMemory:
                 results[i] = self.store.supersede(old.id, draft, vector)
             else:
                 plain.append(position)
+        twins = [None] * len(plain) if vectors is None else batch_twins(
+            [drafts[todo[p]][0].text for p in plain], vectors[plain])
+        repeats = {plain[j]: plain[i] for j, i in enumerate(twins) if i is not None}
+        plain = [p for p in plain if p not in repeats]
         if plain or finish is not None:
             extra = {"finish": finish} if finish is not None else {}
             rows = None if vectors is None else vectors[plain] if plain else vectors[:0]
             stored = self.store.add([drafts[todo[p]][0] for p in plain], rows, **extra)
             for position, memory in zip(plain, stored):
                 results[todo[position]] = memory
+        for position, first in repeats.items():
+            results[todo[position]] = results[todo[first]]
         if defer_embedding and todo:
             self._embedding.kick()
         return [m for m in results if m is not None]

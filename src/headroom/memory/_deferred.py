@@ -15,7 +15,7 @@ from typing import Any
 
 from ._embedders import Embedder
 from ._errors import HeadroomMemoryError
-from ._scoring import near_duplicate
+from ._scoring import batch_twins, near_duplicate
 from ._store import Store
 
 __all__ = ["EmbeddingWorker", "EXIT_WAIT_SECONDS", "stop_at_exit"]
@@ -98,9 +98,12 @@ class EmbeddingWorker:
                 return True
             try:
                 vectors = self._embedder.embed([m.text for m in batch])
+                in_batch = batch_twins([m.text for m in batch], vectors)
                 keep = []
                 for i, memory in enumerate(batch):
-                    twin = near_duplicate(self._store, self.user_id, memory.text, vectors[i])
+                    first = in_batch[i]
+                    twin = near_duplicate(self._store, self.user_id, memory.text, vectors[i]) if first is None \
+                        else batch[first]
                     # It says what a memory of the user already says: merged, unless it replaced one.
                     if twin is not None and len(self._store.history(self.user_id, memory.id)) == 1:
                         logger.info("memory %s merged into its near duplicate %s", memory.id, twin.id)

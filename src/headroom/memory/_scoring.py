@@ -22,7 +22,7 @@ from ._models import Memory
 from ._store import Store
 
 __all__ = ["Scoring", "DEFAULT_SCORING", "content_words", "token_count", "bm25", "STOPWORDS", "NEAR_DUPLICATE",
-           "near_duplicate"]
+           "near_duplicate", "batch_twins"]
 
 #: A new memory whose embedding has at least this cosine with one the user has is that memory, not
 #: a new one: rewordings ("Is vegetarian" / "Is a vegetarian" 0.988) score above it, different facts
@@ -136,3 +136,16 @@ def near_duplicate(store: Store, user_id: str, text: str, vector: np.ndarray) ->
     if best is not None and _NUMBER.findall(best[0].text) == _NUMBER.findall(text):
         return best[0]
     return None
+
+
+def batch_twins(texts: Sequence[str], vectors: np.ndarray) -> list[int | None]:
+    """For each memory of a batch, the earlier one of the batch (itself no twin) that says the same
+    by ``near_duplicate``'s rule, or None: one reply may state a fact twice in other words."""
+    twins: list[int | None] = [None] * len(texts)
+    if len(texts) < 2:
+        return twins
+    close = np.triu(vectors @ vectors.T >= np.float32(NEAR_DUPLICATE), 1)
+    for i, j in zip(*np.nonzero(close)):  # row-major: each j meets its earliest i first
+        if twins[j] is None and twins[i] is None and _NUMBER.findall(texts[i]) == _NUMBER.findall(texts[j]):
+            twins[j] = int(i)
+    return twins
