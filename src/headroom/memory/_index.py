@@ -1,7 +1,8 @@
-"""The in-process vector index of one user: a normalized float32 matrix kept in step with writes.
+"""The in-process index of one user: a normalized float32 matrix kept in step with writes.
 
-A search is one matrix-vector product and a partial sort; nothing is read from disk. The store
-owns the index and its lock; this module knows nothing of SQL.
+A search is one matrix-vector product and a partial sort, plus BM25 over the rows the full-text
+index found for the query's words; nothing is read from disk. A near-duplicate check reads sign
+signatures first. The store owns the index and its lock; this module knows nothing of SQL.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from ._models import CATEGORIES, Memory
 from ._scoring import bm25, token_count
 
-__all__ = ["VectorIndex", "single_blas_thread"]
+__all__ = ["VectorIndex", "single_blas_thread", "signatures", "max_distance", "SIGNATURE_BITS", "MISS_PROBABILITY"]
 
 _CATEGORY_CODE = {name: code for code, name in enumerate(CATEGORIES)}
 
