@@ -18,7 +18,7 @@ def test_spec_memory_api_example(db_path, local_embedder):
     memory.add("User is a senior engineer", category="fact")
     results = memory.search("python preferences", top_k=5)
     assert results[0][0].text == "User prefers Python for backend services"
-    assert all(-1.0 <= score <= 1.0 for _, score in results)  # cosine; the order is the fused rank
+    assert all(-1.0 <= score <= 1.0 for _, score in results)  # cosine; the order also weighs keywords
     assert len(memory.get_all()) == 2
     stats = memory.stats()
     assert stats["total_chunks"] == 2

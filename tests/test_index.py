@@ -38,8 +38,8 @@ def test_search_matches_brute_force():
     query = unit(rng.standard_normal(DIM))
     scores = vectors @ query
     by_meaning, by_words = index.search(query, 5)
-    assert [int(m.id, 16) for m, _ in by_meaning] == list(np.argsort(-scores)[:5])
-    assert [s for _, s in by_meaning] == pytest.approx(sorted(scores, reverse=True)[:5], abs=1e-5)
+    assert [int(c.memory.id, 16) for c in by_meaning] == list(np.argsort(-scores)[:5])
+    assert [c.cosine for c in by_meaning] == pytest.approx(sorted(scores, reverse=True)[:5], abs=1e-5)
     assert by_words == []
 
 
@@ -52,11 +52,12 @@ def test_keyword_ranking_is_bm25_over_the_users_rows_with_cosines():
     query = unit(np.array([1.0, 0.0, 0.0], dtype=np.float32))
     # "rare" is in rows 0 and 3, "common" in 1, 2 and 3; key 99 is not this index's (another user, say).
     _, by_words = index.search(query, 5, matches=[np.array([10, 13, 99]), np.array([11, 12, 13])])
-    assert [m.text for m, _ in by_words] == ["common rare", "rare word here", "common word",
+    assert [c.memory.text for c in by_words] == ["common rare", "rare word here", "common word",
                                              "common word again and again"]
-    assert by_words[0][1] == pytest.approx(float(vectors[3] @ query), abs=1e-6)
+    assert by_words[0].cosine == pytest.approx(float(vectors[3] @ query), abs=1e-6)
+    assert by_words[0].keyword == 1.0 and 0 < by_words[-1].keyword < by_words[-2].keyword < 1.0
     _, only_long = index.search(query, 5, matches=[np.array([11, 12])])
-    assert [m.text for m, _ in only_long] == ["common word", "common word again and again"]  # shorter first
+    assert [c.memory.text for c in only_long] == ["common word", "common word again and again"]  # shorter first
     _, none = index.search(query, 5, category="preference", matches=[np.array([10, 13])])
     assert none == []
     # A word in more than COMMON_WORD_SHARE of the user's memories is no keyword: it would rank them all.
@@ -64,7 +65,7 @@ def test_keyword_ranking_is_bm25_over_the_users_rows_with_cosines():
     assert everywhere == []
     # Beside a real keyword it still counts: "rare" rows, the one with "filler" too first.
     _, both = index.search(query, 5, matches=[np.arange(14, 30), np.array([10, 14])])
-    assert [m.text for m, _ in both] == ["filler text here", "rare word here"]
+    assert [c.memory.text for c in both] == ["filler text here", "rare word here"]
 
 
 def test_signatures_are_the_same_in_every_index():
@@ -102,11 +103,11 @@ def test_nearest_follows_replace_and_remove():
     rng = np.random.default_rng(4)
     index, vectors = filled(100, rng)
     moved = unit(rng.standard_normal(DIM))
-    memory = index.search(vectors[5], 1)[0][0][0]
+    memory = index.search(vectors[5], 1)[0][0].memory
     index.replace(memory, moved, 1005)
     assert index.nearest(vectors[5], 0.95) is None
     assert index.nearest(moved, 0.95)[0].id == memory.id
     index.remove(f"{0:032x}")  # the last row moves into row 0: its signature must move with it
     assert index.nearest(vectors[99], 0.95)[0].id == f"{99:032x}"
     assert index.nearest(vectors[0], 0.95) is None
-    assert [m.id for m, _ in index.search(vectors[99], 3, matches=[np.array([1000, 1099])])[1]] == [f"{99:032x}"]
+    assert [c.memory.id for c in index.search(vectors[99], 3, matches=[np.array([1000, 1099])])[1]] == [f"{99:032x}"]

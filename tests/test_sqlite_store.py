@@ -159,7 +159,7 @@ def test_keyword_search_is_per_user_even_when_others_crowd_the_file(db_path):
     vector = alice.embedder.embed(["coffee"])[0]
 
     def by_words(memory, user, **kw):
-        return [m.id for m, _ in memory.store.search(user, vector, 5, words=["coffee"], **kw)[1]]
+        return [c.memory.id for c in memory.store.search(user, vector, 5, words=["coffee"], **kw)[1]]
 
     assert by_words(alice, "alice") == [mine.id]
     assert by_words(alice, "alice", category="fact") == []

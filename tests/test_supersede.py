@@ -71,7 +71,7 @@ def test_keyword_statistics_are_the_users_own(db_path):
                     "Lives in Lisbon", "Plays chess on Sundays", "Has a sister"])
     vector = alice.embedder.embed(["coffee notes"])[0]
     _, by_words = alice.store.search("alice", vector, 5, words=["coffee", "notes"])
-    assert [m.text for m, _ in by_words] == ["Drinks coffee with oat milk", "Takes notes in a paper notebook"]
+    assert [c.memory.text for c in by_words] == ["Drinks coffee with oat milk", "Takes notes in a paper notebook"]
     assert all(m.user_id == "bob" for m, _ in bob.search("coffee", top_k=10))
 
 

@@ -88,10 +88,9 @@ class UserMemory:
         wide = max(top_k, self.scoring.candidates)
         vector = self.embedder.embed([query])[0]
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
-        if not self.scoring.keyword_weight:
-            return self.store.search(self.user_id, vector, top_k, category)[0]
-        by_meaning, by_words = self.store.search(self.user_id, vector, wide, category, content_words(query))
-        return self.scoring.rank(by_meaning, by_words, top_k)
+        words = content_words(query) if self.scoring.keyword_weight else []
+        by_meaning, by_words = self.store.search(self.user_id, vector, wide, category, words)
+        return self.scoring.rank([*by_meaning, *by_words], top_k)
 
     def get(self, memory_id: str) -> Memory:
         memory = self.store.get(self.user_id, memory_id)

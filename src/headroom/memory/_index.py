@@ -12,11 +12,11 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from itertools import repeat
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ._models import CATEGORIES, Memory
+from ._models import CATEGORIES, Candidate, Memory
 from ._scoring import bm25, token_count
 
 __all__ = ["VectorIndex", "single_blas_thread", "signatures", "max_distance", "SIGNATURE_BITS", "MISS_PROBABILITY"]
@@ -168,11 +168,9 @@ class VectorIndex:
         self._keys.pop()
 
     def search(self, query: np.ndarray, top_k: int, category: str | None = None,
-               matches: Sequence[np.ndarray] = ()) -> tuple[list[tuple[Memory, float]], list[tuple[Memory, float]]]:
+               matches: Sequence[np.ndarray] = ()) -> tuple[list[Candidate], list[Candidate]]:
         """The ``top_k`` best by cosine, best first; and the ``top_k`` best by BM25 over ``matches``
-        (for each query word, the keys of the rows holding it), each with its cosine.
-
-        Both only of ``category``, if given.
+        (for each query word, the keys of the rows holding it). Both only of ``category``, if given.
         """
         n = len(self._memories)
         if n == 0 or top_k <= 0:
@@ -184,10 +182,20 @@ class VectorIndex:
             scores = np.where(self._codes[:n] == _CATEGORY_CODE[category], scores, -np.inf)
             if words is not None:
                 words[self._codes[:n] != _CATEGORY_CODE[category]] = 0.0
-        by_meaning = [(self._memories[i], float(scores[i])) for i in _best(scores, top_k) if scores[i] > -np.inf]
+        best_words = float(words.max()) if words is not None else 0.0
+        if best_words > 0:
+            words /= best_words
+        else:
+            words = None
+
+        def found(rows: Iterable[int]) -> list[Candidate]:
+            return [Candidate(self._memories[i], float(scores[i]), float(words[i]) if words is not None else 0.0)
+                    for i in rows]
+
+        by_meaning = found(i for i in _best(scores, top_k) if scores[i] > -np.inf)
         if words is None:
             return by_meaning, []
-        return by_meaning, [(self._memories[i], float(scores[i])) for i in _best(words, top_k) if words[i] > 0]
+        return by_meaning, found(i for i in _best(words, top_k) if words[i] > 0)
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows of the keys that are in this index (a memory waiting for its vector is not)."""

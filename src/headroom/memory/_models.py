@@ -13,6 +13,7 @@ from ._errors import InvalidInputError
 
 __all__ = [
     "Memory",
+    "Candidate",
     "Category",
     "Source",
     "CATEGORIES",
@@ -132,3 +133,13 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A memory a search found: its cosine to the query, and its keyword score (its BM25 for the
+    query's words over the best such score among the user's memories: 0 to 1)."""
+
+    memory: Memory
+    cosine: float
+    keyword: float

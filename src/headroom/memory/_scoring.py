@@ -1,11 +1,10 @@
-"""How search ranks memories: vector similarity and keyword (BM25) ranks fused, plus recency.
+"""How search ranks memories: vector similarity plus keyword (BM25) relevance, plus recency.
 
 All the weights live here. SQLite's FTS5 index (porter stemmer) finds which memories hold a query
-word; ``bm25`` below ranks them with the user's own statistics, in the same pass as the vectors. Reciprocal rank fusion adds ``weight / (RRF_K + rank)`` from each list a
-memory appears in (rank 1 is best), so neither scale (cosine, BM25) has to be calibrated against the
-other; a memory found by both lists beats one found by either. Measured on LoCoMo in
-``bench/RESULTS.md``. The score a search returns stays the cosine similarity (what ``min_score``
-thresholds are chosen on); only the order comes from the fusion.
+word; ``bm25`` below scores them with the user's own statistics, in the same pass as the vectors.
+A memory's rank is its cosine plus a weighted keyword score (BM25 scaled so the query's best match
+is 1), measured on LoCoMo in ``bench/RESULTS.md``. The score a search returns stays the cosine
+similarity (what ``min_score`` thresholds are chosen on); only the order uses the keywords.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from ._models import Memory
+from ._models import Candidate, Memory
 from ._store import Store
 
 __all__ = ["Scoring", "DEFAULT_SCORING", "content_words", "token_count", "bm25", "STOPWORDS", "NEAR_DUPLICATE",
@@ -63,9 +62,9 @@ BM25_K1 = 1.2
 BM25_B = 0.5
 #: A word found in more than this share of a user's memories, and in more than ``COMMON_WORD_ROWS``
 #: of them, is not a keyword for that user: a memory holding only such words is no keyword hit. It
-#: would match a large part of them equally ("use" stems to "us", in every "let us ..."), and
-#: reciprocal rank fusion gives its first matches the weight of a real keyword hit. With a real
-#: keyword it still adds its (small) BM25 weight. On LoCoMo: recall@5 0.665 -> 0.669.
+#: would match a large part of them equally ("use" stems to "us", in every "let us ..."), and as
+#: the query's best keyword match each would get the full keyword weight. Beside a real keyword it
+#: still adds its (small) BM25 weight.
 COMMON_WORD_SHARE = 0.3
 COMMON_WORD_ROWS = 10
 
@@ -93,38 +92,33 @@ def bm25(rows_per_word: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray
 
 @dataclass(frozen=True)
 class Scoring:
-    """Weights of the fused ranking. ``keyword_weight=0`` gives pure vector search."""
+    """Weights of the ranking: ``vector_weight * cosine + keyword_weight * keyword + recency``.
+
+    ``keyword_weight=0`` gives pure vector search. Adding scores (rather than fusing ranks) keeps how
+    sure each side is: a memory with every rare word of the question gets the full 0.4, one that
+    shares a single common word a little, and none of it moves a paraphrase the words miss.
+    """
 
     vector_weight: float = 1.0
-    keyword_weight: float = 1.0
-    rrf_k: float = 7.0
+    keyword_weight: float = 0.4
     #: A small boost for recent memories: ``recency_weight * 0.5 ** (age_days / half_life_days)``.
     recency_weight: float = 0.002
     half_life_days: float = 30.0
-    #: How many candidates each list contributes before fusion.
+    #: How many candidates each side (best by cosine, best by keywords) offers the ranking.
     candidates: int = 50
 
-    def fuse(self, vector_ids: list[str], keyword_ids: list[str], ages_days: dict[str, float]) -> list[str]:
-        """Ids best first."""
-        score: dict[str, float] = {}
-        for weight, ranked in ((self.vector_weight, vector_ids), (self.keyword_weight, keyword_ids)):
-            if weight:
-                for rank, memory_id in enumerate(ranked, 1):
-                    score[memory_id] = score.get(memory_id, 0.0) + weight / (self.rrf_k + rank)
-        if self.recency_weight:
-            for memory_id in score:
-                age = max(ages_days.get(memory_id, 0.0), 0.0)
-                score[memory_id] += self.recency_weight * math.pow(0.5, age / self.half_life_days)
-        return sorted(score, key=lambda memory_id: -score[memory_id])
-
-    def rank(self, vector_hits: Sequence[tuple[Memory, float]], keyword_hits: Sequence[tuple[Memory, float]],
-             top_k: int) -> list[tuple[Memory, float]]:
-        """The fused top ``top_k`` of two candidate lists of ``(memory, cosine)``, best first."""
-        found = {m.id: (m, cosine) for m, cosine in [*keyword_hits, *vector_hits]}
+    def rank(self, candidates: Iterable[Candidate], top_k: int) -> list[tuple[Memory, float]]:
+        """The ``top_k`` best candidates as ``(memory, cosine)``, best first; each memory once."""
+        unique = {c.memory.id: c for c in candidates}
         now = time.time()
-        ages = {i: (now - m.created_at.timestamp()) / 86400 for i, (m, _) in found.items()}
-        order = self.fuse([m.id for m, _ in vector_hits], [m.id for m, _ in keyword_hits], ages)
-        return [found[i] for i in order[:top_k]]
+
+        def score(c: Candidate) -> float:
+            age = max((now - c.memory.created_at.timestamp()) / 86400, 0.0)
+            recency = self.recency_weight * math.pow(0.5, age / self.half_life_days) if self.recency_weight else 0.0
+            return self.vector_weight * c.cosine + self.keyword_weight * c.keyword + recency
+
+        best = sorted(unique.values(), key=score, reverse=True)[:top_k]
+        return [(c.memory, c.cosine) for c in best]
 
 
 DEFAULT_SCORING = Scoring()

@@ -29,7 +29,7 @@ from ._errors import (
 )
 from ._index import VectorIndex
 from ._migrations import MIGRATIONS
-from ._models import Memory, new_id, normalize_text
+from ._models import Candidate, Memory, new_id, normalize_text
 
 __all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
@@ -497,9 +497,9 @@ class SQLiteStore:
         return gone
 
     def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
-               words: Sequence[str] = ()) -> tuple[list[tuple[Memory, float]], list[tuple[Memory, float]]]:
+               words: Sequence[str] = ()) -> tuple[list[Candidate], list[Candidate]]:
         """By cosine, and by BM25 over the user's memories holding any of ``words`` (FTS5 finds them,
-        stemmed; the index ranks them): two lists, best first, each memory with its cosine."""
+        stemmed; the index scores them): two lists, best first."""
         with self._lock:
             index = self._current(user_id)
             matches = self._matches(user_id, words, len(index)) if words else []

@@ -10,7 +10,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from ._models import Memory
+from ._models import Candidate, Memory
 
 __all__ = ["Store"]
 
@@ -64,9 +64,9 @@ class Store(Protocol):
     def clear(self, user_id: str) -> int: ...
 
     def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
-               words: Sequence[str] = ()) -> tuple[list[tuple[Memory, float]], list[tuple[Memory, float]]]:
-        """Two rankings of the user's searchable live memories, ``top_k`` each, best first, each
-        memory with its cosine to ``query``: by cosine, and by full-text relevance (BM25) to ``words``."""
+               words: Sequence[str] = ()) -> tuple[list[Candidate], list[Candidate]]:
+        """The user's searchable live memories best by cosine to ``query``, and best by full-text
+        relevance (BM25) to ``words``: ``top_k`` each, best first, each with both scores."""
         ...
 
     def nearest(self, user_id: str, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
