@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, NamedTuple
 
 from ._errors import InvalidInputError
 
@@ -135,10 +135,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A memory a search found: its cosine to the query, and its keyword score (its BM25 for the
-    query's words over the best such score among the user's memories: 0 to 1)."""
+    query's words over the best such score among the user's memories: 0 to 1). A tuple: a search
+    makes a hundred of them."""
 
     memory: Memory
     cosine: float

@@ -95,8 +95,8 @@ class Scoring:
     """Weights of the ranking: ``vector_weight * cosine + keyword_weight * keyword + recency``.
 
     ``keyword_weight=0`` gives pure vector search. Adding scores (rather than fusing ranks) keeps how
-    sure each side is: a memory with every rare word of the question gets the full 0.4, one that
-    shares a single common word a little, and none of it moves a paraphrase the words miss.
+    strong each match is: the best keyword match gets the full keyword weight, a memory sharing one
+    common word with the question a little, and a paraphrase the words miss keeps its cosine.
     """
 
     vector_weight: float = 1.0
