@@ -7,6 +7,7 @@ import pytest
 
 from headroom.memory._index import SIGNATURE_BITS, VectorIndex, max_distance, signatures
 from headroom.memory._models import Memory
+from headroom.memory._scoring import Scoring, bm25
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DIM = 384
@@ -37,35 +38,43 @@ def test_search_matches_brute_force():
     index, vectors = filled(500, rng)
     query = unit(rng.standard_normal(DIM))
     scores = vectors @ query
-    by_meaning, by_words = index.search(query, 5)
-    assert [int(c.memory.id, 16) for c in by_meaning] == list(np.argsort(-scores)[:5])
-    assert [c.cosine for c in by_meaning] == pytest.approx(sorted(scores, reverse=True)[:5], abs=1e-5)
-    assert by_words == []
+    top = index.search(query, 5)
+    assert [int(m.id, 16) for m, _ in top] == list(np.argsort(-scores)[:5])
+    assert [s for _, s in top] == pytest.approx(sorted(scores, reverse=True)[:5], abs=1e-5)
 
 
-def test_keyword_ranking_is_bm25_over_the_users_rows_with_cosines():
+def test_bm25_uses_the_users_statistics_and_ignores_only_common_matches():
+    lengths = np.array([3, 2, 5, 2] + [3] * 16, dtype=np.float32)
+    rare, common = np.array([0, 3]), np.array([1, 2, 3])
+    scores = bm25([rare, common], lengths)
+    assert list(np.argsort(-scores)[:4]) == [3, 0, 1, 2]  # both words; rare; common, the shorter first
+    assert (scores[4:] == 0).all()
+    everywhere = np.arange(4, 20)  # in 80% of the memories: no keyword
+    assert (bm25([everywhere], lengths) == 0).all()
+    with_rare = bm25([everywhere, np.array([0, 4])], lengths)
+    assert with_rare[4] > with_rare[0] > 0 and with_rare[5] == 0  # it still counts beside a real keyword
+
+
+KEYWORDS_ONLY = Scoring(vector_weight=0.0, keyword_weight=1.0, recency_weight=0.0)
+
+
+def test_search_ranks_every_row_by_the_scoring_and_returns_cosines():
     texts = ["rare word here", "common word", "common word again and again", "common rare"] + ["filler text here"] * 16
     index = VectorIndex(3, 0)
     vectors = unit(np.eye(3, dtype=np.float32)[[0, 1, 2, 0] + [1, 2] * 8] + 0.1)
-    memories = [Memory(f"{i:032x}", "u", t, "fact", NOW, NOW) for i, t in enumerate(texts)]
-    index.add(memories, vectors, list(range(10, 30)))
-    query = unit(np.array([1.0, 0.0, 0.0], dtype=np.float32))
+    index.add([Memory(f"{i:032x}", "u", t, "fact", NOW, NOW) for i, t in enumerate(texts)], vectors,
+              list(range(10, 30)))
+    query = unit(np.array([0.0, 1.0, 0.0], dtype=np.float32))
     # "rare" is in rows 0 and 3, "common" in 1, 2 and 3; key 99 is not this index's (another user, say).
-    _, by_words = index.search(query, 5, matches=[np.array([10, 13, 99]), np.array([11, 12, 13])])
-    assert [c.memory.text for c in by_words] == ["common rare", "rare word here", "common word",
-                                             "common word again and again"]
-    assert by_words[0].cosine == pytest.approx(float(vectors[3] @ query), abs=1e-6)
-    assert by_words[0].keyword == 1.0 and 0 < by_words[-1].keyword < by_words[-2].keyword < 1.0
-    _, only_long = index.search(query, 5, matches=[np.array([11, 12])])
-    assert [c.memory.text for c in only_long] == ["common word", "common word again and again"]  # shorter first
-    _, none = index.search(query, 5, category="preference", matches=[np.array([10, 13])])
-    assert none == []
-    # A word in more than COMMON_WORD_SHARE of the user's memories is no keyword: it would rank them all.
-    _, everywhere = index.search(query, 5, matches=[np.arange(10, 30)])
-    assert everywhere == []
-    # Beside a real keyword it still counts: "rare" rows, the one with "filler" too first.
-    _, both = index.search(query, 5, matches=[np.arange(14, 30), np.array([10, 14])])
-    assert [c.memory.text for c in both] == ["filler text here", "rare word here"]
+    matches = [np.array([10, 13, 99]), np.array([11, 12, 13])]
+    top = index.search(query, 4, matches=matches, scoring=KEYWORDS_ONLY)
+    assert [m.text for m, _ in top] == ["common rare", "rare word here", "common word", "common word again and again"]
+    assert top[0][1] == pytest.approx(float(vectors[3] @ query), abs=1e-6)  # the cosine, whatever the rank
+    by_meaning = index.search(query, 1, matches=matches)  # no scoring: cosine alone
+    assert by_meaning[0][0].text in ("common word", "filler text here")
+    mixed = index.search(query, 1, matches=matches, scoring=Scoring(recency_weight=0.0))
+    assert mixed[0][0].text == "common word"  # close in meaning and holding a keyword
+    assert index.search(query, 5, category="preference", matches=matches, scoring=KEYWORDS_ONLY) == []
 
 
 def test_signatures_are_the_same_in_every_index():
@@ -103,11 +112,11 @@ def test_nearest_follows_replace_and_remove():
     rng = np.random.default_rng(4)
     index, vectors = filled(100, rng)
     moved = unit(rng.standard_normal(DIM))
-    memory = index.search(vectors[5], 1)[0][0].memory
+    memory = index.search(vectors[5], 1)[0][0]
     index.replace(memory, moved, 1005)
     assert index.nearest(vectors[5], 0.95) is None
     assert index.nearest(moved, 0.95)[0].id == memory.id
     index.remove(f"{0:032x}")  # the last row moves into row 0: its signature must move with it
     assert index.nearest(vectors[99], 0.95)[0].id == f"{99:032x}"
     assert index.nearest(vectors[0], 0.95) is None
-    assert [c.memory.id for c in index.search(vectors[99], 3, matches=[np.array([1000, 1099])])[1]] == [f"{99:032x}"]
+    assert index.search(vectors[99], 1, matches=[np.array([1000, 1099])], scoring=KEYWORDS_ONLY)[0][0].id == f"{99:032x}"

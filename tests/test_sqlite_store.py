@@ -17,6 +17,7 @@ from headroom.memory import (
     default_db_path,
     open_memory,
 )
+from headroom.memory._scoring import Scoring
 from headroom.memory._sqlite import MIGRATIONS
 
 
@@ -156,12 +157,7 @@ def test_keyword_search_is_per_user_even_when_others_crowd_the_file(db_path):
     alice = open_memory("alice", db_path, embedder=HashEmbedder())
     mine = alice.add("Drinks coffee with oat milk", category="preference")
     alice.add("Owns a bicycle")
-    vector = alice.embedder.embed(["coffee"])[0]
-
-    def by_words(memory, user, **kw):
-        return [c.memory.id for c in memory.store.search(user, vector, 5, words=["coffee"], **kw)[1]]
-
-    assert by_words(alice, "alice") == [mine.id]
-    assert by_words(alice, "alice", category="fact") == []
-    assert by_words(bob, "bob") == []  # in every memory of bob's: not a keyword for him
+    alice.scoring = bob.scoring = Scoring(vector_weight=0.0, keyword_weight=1.0, recency_weight=0.0)  # keywords
+    assert [m.id for m, _ in alice.search("coffee", top_k=1)] == [mine.id]
+    assert [m.text for m, _ in alice.search("coffee", top_k=5, category="fact")] == ["Owns a bicycle"]
     assert all(m.user_id == "bob" for m, _ in bob.search("coffee", top_k=10))

@@ -85,12 +85,10 @@ class UserMemory:
             raise InvalidInputError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
         if category is not None:
             validate_category(category)
-        wide = max(top_k, self.scoring.candidates) if self.scoring.keyword_weight else top_k
         vector = self.embedder.embed([query])[0]
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
         words = content_words(query) if self.scoring.keyword_weight else []
-        by_meaning, by_words = self.store.search(self.user_id, vector, wide, category, words)
-        return self.scoring.rank([*by_meaning, *by_words], top_k)
+        return self.store.search(self.user_id, vector, top_k, category, words, self.scoring)
 
     def get(self, memory_id: str) -> Memory:
         memory = self.store.get(self.user_id, memory_id)

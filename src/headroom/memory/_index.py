@@ -12,12 +12,12 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from itertools import repeat
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ._models import CATEGORIES, Candidate, Memory
-from ._scoring import bm25, token_count
+from ._models import CATEGORIES, Memory
+from ._scoring import Scoring, bm25, token_count
 
 __all__ = ["VectorIndex", "single_blas_thread", "signatures", "max_distance", "SIGNATURE_BITS", "MISS_PROBABILITY"]
 
@@ -98,6 +98,7 @@ class VectorIndex:
         self._codes = np.empty(0, dtype=np.int8)
         self._signs = np.empty((_WORDS, 0), dtype=np.uint64)
         self._lengths = np.empty(0, dtype=np.float32)
+        self._created = np.empty(0, dtype=np.float64)
         self._memories: list[Memory] = []
         self._keys: list[int] = []
         self._row: dict[str, int] = {}
@@ -115,12 +116,14 @@ class VectorIndex:
         codes = np.empty(capacity, dtype=np.int8)
         signs = np.empty((_WORDS, capacity), dtype=np.uint64)
         lengths = np.empty(capacity, dtype=np.float32)
+        created = np.empty(capacity, dtype=np.float64)
         n = len(self._memories)
         matrix[:, :n] = self._matrix[:, :n]
         codes[:n] = self._codes[:n]
         signs[:, :n] = self._signs[:, :n]
         lengths[:n] = self._lengths[:n]
-        self._matrix, self._codes, self._signs, self._lengths = matrix, codes, signs, lengths
+        created[:n] = self._created[:n]
+        self._matrix, self._codes, self._signs, self._lengths, self._created = matrix, codes, signs, lengths, created
 
     def add(self, memories: Sequence[Memory], vectors: np.ndarray, keys: Sequence[int]) -> None:
         self._grow(len(memories))
@@ -129,6 +132,7 @@ class VectorIndex:
         self._signs[:, start:end] = signatures(vectors)
         self._codes[start:end] = [_CATEGORY_CODE[m.category] for m in memories]
         self._lengths[start:end] = [token_count(m.text) for m in memories]
+        self._created[start:end] = [m.created_at.timestamp() for m in memories]
         self._memories.extend(memories)
         self._keys.extend(keys)
         self._row.update((m.id, row) for row, m in enumerate(memories, start))
@@ -143,6 +147,7 @@ class VectorIndex:
         self._memories[row] = memory
         self._codes[row] = _CATEGORY_CODE[memory.category]
         self._lengths[row] = token_count(memory.text)
+        self._created[row] = memory.created_at.timestamp()
         if vector is not None:
             self._matrix[:, row] = vector
             self._signs[:, row] = signatures(vector[None])[:, 0]
@@ -162,40 +167,33 @@ class VectorIndex:
             self._codes[row] = self._codes[last]
             self._signs[:, row] = self._signs[:, last]
             self._lengths[row] = self._lengths[last]
+            self._created[row] = self._created[last]
             self._row[moved.id] = row
             self._row_of_key[self._keys[row]] = row
         self._memories.pop()
         self._keys.pop()
 
     def search(self, query: np.ndarray, top_k: int, category: str | None = None,
-               matches: Sequence[np.ndarray] = ()) -> tuple[list[Candidate], list[Candidate]]:
-        """The ``top_k`` best by cosine, best first; and the ``top_k`` best by BM25 over ``matches``
-        (for each query word, the keys of the rows holding it). Both only of ``category``, if given.
+               matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
+        """The ``top_k`` best memories (of ``category``, if given), best first, each with its cosine.
+
+        Every memory is ranked by ``scoring`` (by cosine alone without it); ``matches`` holds, for
+        each query word, the keys of the rows that have it, for the keyword score.
         """
         n = len(self._memories)
         if n == 0 or top_k <= 0:
-            return [], []
+            return []
         with _BLAS_LOCK, single_blas_thread():
-            scores = query @ self._matrix[:, :n]
-        words = bm25([self._rows(keys) for keys in matches], self._lengths[:n]) if matches else None
+            cosines = query @ self._matrix[:, :n]
+        keywords = bm25([self._rows(keys) for keys in matches], self._lengths[:n]) if matches else None
+        if keywords is not None and category is not None:
+            keywords[self._codes[:n] != _CATEGORY_CODE[category]] = 0.0
+        best_keyword = float(keywords.max()) if keywords is not None else 0.0
+        keywords = keywords / best_keyword if best_keyword > 0 else None
+        rank = cosines if scoring is None else scoring.combine(cosines, keywords, self._created[:n])
         if category is not None:
-            scores = np.where(self._codes[:n] == _CATEGORY_CODE[category], scores, -np.inf)
-            if words is not None:
-                words[self._codes[:n] != _CATEGORY_CODE[category]] = 0.0
-        best_words = float(words.max()) if words is not None else 0.0
-        if best_words > 0:
-            words /= best_words
-        else:
-            words = None
-
-        def found(rows: Iterable[int]) -> list[Candidate]:
-            return [Candidate(self._memories[i], float(scores[i]), float(words[i]) if words is not None else 0.0)
-                    for i in rows]
-
-        by_meaning = found(i for i in _best(scores, top_k) if scores[i] > -np.inf)
-        if words is None:
-            return by_meaning, []
-        return by_meaning, found(i for i in _best(words, top_k) if words[i] > 0)
+            rank = np.where(self._codes[:n] == _CATEGORY_CODE[category], rank, -np.inf)
+        return [(self._memories[i], float(cosines[i])) for i in _best(rank, top_k) if rank[i] > -np.inf]
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows of the keys that are in this index (a memory waiting for its vector is not)."""

@@ -7,13 +7,12 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, Mapping, NamedTuple
+from typing import Any, Literal, Mapping
 
 from ._errors import InvalidInputError
 
 __all__ = [
     "Memory",
-    "Candidate",
     "Category",
     "Source",
     "CATEGORIES",
@@ -133,13 +132,3 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class Candidate(NamedTuple):
-    """A memory a search found: its cosine to the query, and its keyword score (its BM25 for the
-    query's words over the best such score among the user's memories: 0 to 1). A tuple: a search
-    makes a hundred of them."""
-
-    memory: Memory
-    cosine: float
-    keyword: float

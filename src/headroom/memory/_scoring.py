@@ -13,11 +13,11 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ._models import Candidate, Memory
+from ._models import Memory
 from ._store import Store
 
 __all__ = ["Scoring", "DEFAULT_SCORING", "content_words", "token_count", "bm25", "STOPWORDS", "NEAR_DUPLICATE",
@@ -92,7 +92,8 @@ def bm25(rows_per_word: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray
 
 @dataclass(frozen=True)
 class Scoring:
-    """Weights of the ranking: ``vector_weight * cosine + keyword_weight * keyword + recency``.
+    """Weights of the ranking: ``vector_weight * cosine + keyword_weight * keyword + recency``,
+    where ``keyword`` is a memory's BM25 for the query's words over the best such score (0 to 1).
 
     ``keyword_weight=0`` gives pure vector search. Adding scores (rather than fusing ranks) keeps how
     strong each match is: the best keyword match gets the full keyword weight, a memory sharing one
@@ -104,21 +105,16 @@ class Scoring:
     #: A small boost for recent memories: ``recency_weight * 0.5 ** (age_days / half_life_days)``.
     recency_weight: float = 0.002
     half_life_days: float = 30.0
-    #: How many candidates each side (best by cosine, best by keywords) offers the ranking.
-    candidates: int = 50
 
-    def rank(self, candidates: Iterable[Candidate], top_k: int) -> list[tuple[Memory, float]]:
-        """The ``top_k`` best candidates as ``(memory, cosine)``, best first; each memory once."""
-        unique = {c.memory.id: c for c in candidates}
-        now = time.time()
-
-        def score(c: Candidate) -> float:
-            age = max((now - c.memory.created_at.timestamp()) / 86400, 0.0)
-            recency = self.recency_weight * math.pow(0.5, age / self.half_life_days) if self.recency_weight else 0.0
-            return self.vector_weight * c.cosine + self.keyword_weight * c.keyword + recency
-
-        best = sorted(unique.values(), key=score, reverse=True)[:top_k]
-        return [(c.memory, c.cosine) for c in best]
+    def combine(self, cosines: np.ndarray, keywords: np.ndarray | None, created: np.ndarray) -> np.ndarray:
+        """The rank score of every memory (higher is better); ``created`` is POSIX seconds."""
+        score = self.vector_weight * cosines
+        if keywords is not None and self.keyword_weight:
+            score = score + self.keyword_weight * keywords
+        if self.recency_weight:
+            age_days = np.maximum(time.time() - created, 0.0) / 86400
+            score = score + self.recency_weight * np.exp2(-age_days / self.half_life_days)
+        return score
 
 
 DEFAULT_SCORING = Scoring()

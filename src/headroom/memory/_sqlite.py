@@ -29,7 +29,8 @@ from ._errors import (
 )
 from ._index import VectorIndex
 from ._migrations import MIGRATIONS
-from ._models import Candidate, Memory, new_id, normalize_text
+from ._models import Memory, new_id, normalize_text
+from ._scoring import Scoring
 
 __all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
@@ -497,13 +498,13 @@ class SQLiteStore:
         return gone
 
     def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
-               words: Sequence[str] = ()) -> tuple[list[Candidate], list[Candidate]]:
-        """By cosine, and by BM25 over the user's memories holding any of ``words`` (FTS5 finds them,
-        stemmed; the index scores them): two lists, best first."""
+               words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
+        """The user's ``top_k`` best memories by ``scoring`` (FTS5 finds the rows holding each of
+        ``words``, stemmed; the index scores them), each with its cosine."""
         with self._lock:
             index = self._current(user_id)
             matches = self._matches(user_id, words, len(index)) if words else []
-            return index.search(np.asarray(query, dtype=np.float32), top_k, category, matches)
+            return index.search(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring)
 
     def _matches(self, user_id: str, words: Sequence[str], user_rows: int) -> list[np.ndarray]:
         """For each word, the keys of the rows that hold it: one statement, a list of keys per word.

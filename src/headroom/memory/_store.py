@@ -6,11 +6,14 @@ another user's rows. Vectors arrive already normalized, as float32 rows.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from ._models import Candidate, Memory
+from ._models import Memory
+
+if TYPE_CHECKING:
+    from ._scoring import Scoring
 
 __all__ = ["Store"]
 
@@ -64,9 +67,9 @@ class Store(Protocol):
     def clear(self, user_id: str) -> int: ...
 
     def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
-               words: Sequence[str] = ()) -> tuple[list[Candidate], list[Candidate]]:
-        """The user's searchable live memories best by cosine to ``query``, and best by full-text
-        relevance (BM25) to ``words``: ``top_k`` each, best first, each with both scores."""
+               words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
+        """The user's ``top_k`` searchable live memories ranked by ``scoring`` (cosine to ``query``
+        and full-text relevance to ``words``; cosine alone without it), each with its cosine."""
         ...
 
     def nearest(self, user_id: str, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
