@@ -84,7 +84,7 @@ def evaluate(memories: dict[str, object], samples: list[dict], scoring: Scoring)
             every[key] += hits[c][key]
         table.append({"category": c, "name": name, "questions": len(hits[c]["r5"]),
                       **{key: float(np.mean(v)) for key, v in hits[c].items()}})
-    return {"scoring": scoring.__dict__, "categories": table,
+    return {"scoring": scoring.__dict__, "categories": table, "hits_at_5": every["r5"],
             "overall": {key: float(np.mean(v)) for key, v in every.items()}, "questions": len(every["r5"]),
             "search_p50_ms": float(np.percentile(latencies, 50)) * 1000,
             "search_p95_ms": float(np.percentile(latencies, 95)) * 1000}
@@ -100,6 +100,16 @@ def print_table(label: str, result: dict) -> None:
     o = result["overall"]
     print(f"| all | {result['questions']} | {o['r5']:.3f} | {o['r10']:.3f} | {o['all10']:.3f} |")
     print(f"\nsearch p50 {result['search_p50_ms']:.2f} ms, p95 {result['search_p95_ms']:.2f} ms")
+
+
+def print_kept(vector: dict, hybrid: dict) -> None:
+    """What the words add must not cost what the vectors found: count both ways, question by question."""
+    pairs = list(zip(vector["hits_at_5"], hybrid["hits_at_5"]))
+    found = sum(1 for v, _ in pairs if v)
+    kept = sum(1 for v, h in pairs if v and h)
+    gained = sum(1 for v, h in pairs if h and not v)
+    print(f"\nof the {found} questions vector-only answers in its top 5, hybrid answers {kept} ({kept / found:.1%}); "
+          f"it answers {gained} that vector-only misses")
 
 
 def speed(samples: list[dict], embedder: LocalEmbedder, workdir: Path, size: int = 10_000, queries: int = 300) -> dict:
@@ -169,6 +179,7 @@ def main() -> None:
         fast = speed(samples, embedder, Path(tmp))
     for label in ("vector only (baseline)", "hybrid (default)"):
         print_table(label, results[label])
+    print_kept(results["vector only (baseline)"], results["hybrid (default)"])
     if args.sweep:
         print("\n| ranking | recall@5 | recall@10 | recall_all@10 | search p50 |")
         print("|---|---|---|---|---|")
