@@ -1,10 +1,11 @@
 """Memories stored at once and embedded just after, by a background thread: nothing is lost."""
 
 import sqlite3
+import threading
 
 from headroom.memory import open_memory
 
-from .test_concurrency import run
+from .test_concurrency import run, start
 
 
 def unembedded(db_path: str) -> int:
@@ -38,4 +39,40 @@ def test_close_embeds_what_waits(db_path, local_embedder):
     memory = open_memory("alice", db_path, embedder=local_embedder)
     memory.add_many([f"Deferred fact {i}" for i in range(100)], defer_embedding=True)
     memory.close()
+    assert unembedded(db_path) == 0
+
+
+def test_two_handles_embedding_one_users_rows_lose_nothing(db_path, local_embedder):
+    """Both workers see the same waiting rows; neither may take a row for its own near duplicate."""
+    first = open_memory("alice", db_path, embedder=local_embedder)
+    second = open_memory("alice", db_path, embedder=local_embedder)
+    acknowledged = []
+    for r in range(8):
+        acknowledged += first.add_many([f"Round {r} brings item {i}" for i in range(6)], source="inline",
+                                       defer_embedding=True)
+        flushes = [threading.Thread(target=m.flush, args=(30,)) for m in (first, second)]
+        for thread in flushes:
+            thread.start()
+        for thread in flushes:
+            thread.join()
+    assert len({m.id for m in acknowledged}) == 48
+    for memory in (first, second):
+        assert {m.id for m in memory.get_all()} == {m.id for m in acknowledged}
+        assert len(memory.search("round item", top_k=100)) == 48
+    assert unembedded(db_path) == 0
+    first.close()
+    second.close()
+
+
+def test_two_processes_embedding_one_users_rows_lose_nothing(db_path, local_embedder):
+    sides = ("left 1", "right 2")
+    workers = [start("add-deferred-rounds", db_path, "alice", side, "20") for side in sides]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+    with open_memory("alice", db_path, embedder=local_embedder) as memory:
+        texts = [m.text for m in memory.get_all()]
+    expected = {f"{side} round {r} item {i}" for side in sides for r in range(20) for i in range(5)}
+    assert len(texts) == len(set(texts)) == 200
+    assert set(texts) == expected
     assert unembedded(db_path) == 0

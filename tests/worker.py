@@ -39,6 +39,12 @@ def main() -> None:
         if command == "add-deferred-crash":
             os._exit(0)  # die before the background thread or any exit handler runs
         return  # a normal exit: the exit handler embeds what waits
+    elif command == "add-deferred-rounds":  # what with_fast_memory does, round after round
+        prefix, rounds = args[0], int(args[1])
+        for r in range(rounds):  # the numbers keep every text apart from the near-duplicate rule
+            memory.add_many([f"{prefix} round {r} item {i}" for i in range(5)], source="inline",
+                            defer_embedding=True)
+            memory.flush(timeout=60)
     elif command == "clear":
         print(memory.clear())
     elif command == "search":

@@ -34,7 +34,7 @@ from ._models import (
     validate_time,
     validate_user_id,
 )
-from ._scoring import DEFAULT_SCORING, Scoring, batch_twins, content_words, near_duplicate
+from ._scoring import DEFAULT_SCORING, Scoring, content_words
 from ._sqlite import SQLiteStore
 from ._store import Store
 
@@ -61,9 +61,9 @@ class UserMemory:
         self.embedder = embedder
         self.scoring = scoring
         self._owns_store = owns_store
-        self._embedding = EmbeddingWorker(self.user_id, store, embedder)
+        self._embedding = EmbeddingWorker.of(store, embedder)  # shared by every memory on this store
         self._background: list[Any] = [self._embedding]  # each has kick(), wait(timeout), stop(timeout)
-        if store.unembedded(self.user_id, 1):  # left by an earlier process
+        if store.unembedded_count():  # left by an earlier process
             self._embedding.kick()
 
     def attach_worker(self, worker: Any) -> None:
@@ -143,9 +143,9 @@ class UserMemory:
         """Store several memories with one embedding batch and one transaction.
 
         Every item is validated before anything is embedded or written, so one bad item stores none.
-        A text the user already has, or one whose embedding is a near duplicate (cosine >=
-        ``NEAR_DUPLICATE``) of a memory of the user or of an earlier item, returns that memory
-        instead of a copy. An item's
+        A text the user already has, or a near duplicate of one of its memories or of an earlier
+        item (``_scoring.near_duplicate``, applied by the store), returns that memory instead of a
+        copy. An item's
         ``replaces`` supersedes the memory it names, if this user has it (otherwise a warning).
         With ``defer_embedding=True`` they are written at once and embedded by a background thread
         a few milliseconds later: listed at once, searchable once embedded (``flush`` waits).
@@ -158,39 +158,26 @@ class UserMemory:
         results: list[Memory | None] = [self.store.find_text(self.user_id, d.text) for d, _ in drafts]
         todo = [i for i, found in enumerate(results) if found is None]
         vectors = None if defer_embedding or not todo else self.embedder.embed([drafts[i][0].text for i in todo])
-        plain: list[int] = []
+        plain: list[int] = []  # positions in todo of the items that replace nothing
         for position, i in enumerate(todo):
             draft, ref = drafts[i]
-            vector = None if vectors is None else vectors[position]
-            twin = self._near_duplicate(draft.text, vector) if vector is not None else None
             old = self.resolve(ref) if ref else None
             if ref and old is None:
                 logger.warning("memory %r says it replaces %r, which user %r does not have; stored as new",
                                draft.text[:80], ref, self.user_id)
-            if twin is not None and (old is None or twin.id == old.id):
-                results[i] = twin
-            elif old is not None:
-                results[i] = self.store.supersede(old.id, draft, vector)
+            if old is not None:
+                results[i] = self.store.supersede(old.id, draft, None if vectors is None else vectors[position])
             else:
                 plain.append(position)
-        twins = [None] * len(plain) if vectors is None else batch_twins(
-            [drafts[todo[p]][0].text for p in plain], vectors[plain])
-        repeats = {plain[j]: plain[i] for j, i in enumerate(twins) if i is not None}
-        plain = [p for p in plain if p not in repeats]
         if plain or finish is not None:
             extra = {"finish": finish} if finish is not None else {}
-            rows = None if vectors is None else vectors[plain] if plain else vectors[:0]
+            rows = None if vectors is None else vectors[plain]
             stored = self.store.add([drafts[todo[p]][0] for p in plain], rows, **extra)
             for position, memory in zip(plain, stored):
                 results[todo[position]] = memory
-        for position, first in repeats.items():
-            results[todo[position]] = results[todo[first]]
         if defer_embedding and todo:
             self._embedding.kick()
         return [m for m in results if m is not None]
-
-    def _near_duplicate(self, text: str, vector: np.ndarray) -> Memory | None:
-        return near_duplicate(self.store, self.user_id, text, vector)
 
     def _draft(self, item: MemoryInput, source: Source) -> tuple[Memory, str | None]:
         if isinstance(item, str):
@@ -290,7 +277,10 @@ class UserMemory:
 
     def _stop_background(self, timeout: float) -> None:
         for worker in self._background:
-            worker.stop(timeout)
+            if worker is self._embedding and not self._owns_store:
+                worker.wait(timeout)  # it serves the store's other users too: leave it running
+            else:
+                worker.stop(timeout)
 
     def close(self) -> None:
         """Finish background work (at most ``EXIT_WAIT_SECONDS`` per worker), then close our store."""

@@ -1,8 +1,12 @@
 """Embedding stored memories off the caller's thread.
 
-A memory extracted from a reply is written at once without a vector (durable, listed), and this
-worker embeds it a few milliseconds later. The row itself is the queue: whatever a process leaves
-unembedded (a crash, a dead embedding service) is picked up by the next one that opens the file.
+A memory extracted from a reply is written at once without a vector (durable, listed), and a
+worker embeds it a few milliseconds later. The rows themselves are the queue: whatever a process
+leaves unembedded (a crash, a dead embedding service) is picked up by the next one that opens the
+file. There is one worker per store, serving every user of it; workers of other stores and other
+processes on the same file share the rows through short claims (``Store.claim_unembedded``), and
+``Store.settle_vectors`` checks every row again in the transaction that stores its vector, so two
+workers never lose or duplicate a memory whatever their timing.
 """
 
 from __future__ import annotations
@@ -10,12 +14,11 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from typing import Any
 
 from ._embedders import Embedder
-from ._errors import HeadroomMemoryError
-from ._scoring import batch_twins, near_duplicate
 from ._store import Store
 
 __all__ = ["EmbeddingWorker", "EXIT_WAIT_SECONDS", "stop_at_exit"]
@@ -26,10 +29,20 @@ logger = logging.getLogger(__name__)
 #: not done by then stays in the file (unembedded rows, queued jobs) for the next process.
 EXIT_WAIT_SECONDS = 10.0
 BATCH = 64
+#: How long a worker holds the rows it is embedding before another may take them.
+CLAIM_SECONDS = 60.0
+#: How long an idle worker thread lives before it ends (a kick starts a new one).
+IDLE_SECONDS = 5.0
+#: How often a worker looks again at rows another worker has claimed.
+OTHERS_POLL_SECONDS = 0.02
 
 # Background workers to finish at interpreter exit, by order (extraction before embedding). A worker
 # stays alive while its thread runs, so weak references lose nothing that still has work.
 _AT_EXIT: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+# The embedding worker of each store, by id(store). A worker holds its store (so the id is not reused
+# while it lives) and is held by the memory objects on that store and by its running thread.
+_WORKERS: "weakref.WeakValueDictionary[int, EmbeddingWorker]" = weakref.WeakValueDictionary()
+_WORKERS_LOCK = threading.Lock()
 
 
 def stop_at_exit(worker: Any, order: int) -> None:
@@ -43,15 +56,15 @@ def _drain_at_exit() -> None:
 
 
 class EmbeddingWorker:
-    """One daemon thread per user memory; ``kick`` asks it to look for work, ``wait`` for it to finish."""
+    """One daemon thread per store; ``kick`` asks it to embed what waits, ``wait`` for that to be done."""
 
-    def __init__(self, user_id: str, store: Store, embedder: Embedder, *, retry_delay: float = 0.5,
-                 max_delay: float = 30.0) -> None:
-        self.user_id = user_id
+    def __init__(self, store: Store, embedder: Embedder, *, retry_delay: float = 0.5, max_delay: float = 30.0,
+                 claim_seconds: float = CLAIM_SECONDS) -> None:
         self._store = store
         self._embedder = embedder
         self._retry_delay = retry_delay
         self._max_delay = max_delay
+        self._claim_seconds = claim_seconds
         self._cond = threading.Condition()
         self._requested = 0  # kicks asked for
         self._served = 0  # kicks whose work was fully done
@@ -60,14 +73,22 @@ class EmbeddingWorker:
         self._thread: threading.Thread | None = None
         stop_at_exit(self, order=1)
 
+    @classmethod
+    def of(cls, store: Store, embedder: Embedder) -> "EmbeddingWorker":
+        """The worker of ``store``, made on first use: every memory object on one store shares it."""
+        with _WORKERS_LOCK:
+            worker = _WORKERS.get(id(store))
+            if worker is None:
+                worker = _WORKERS[id(store)] = cls(store, embedder)
+            return worker
+
     def kick(self) -> None:
         with self._cond:
             self._requested += 1
+            self._stopping = False
             self._cond.notify_all()
             if self._thread is None or not self._thread.is_alive():
-                self._stopping = False
-                self._thread = threading.Thread(target=self._run, name=f"headroom-embed-{self.user_id}",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="headroom-embed", daemon=True)
                 self._thread.start()
 
     @property
@@ -92,36 +113,47 @@ class EmbeddingWorker:
             thread.join(timeout)
 
     def _drain(self) -> bool:
-        while True:
-            batch = self._store.unembedded(self.user_id, BATCH)
-            if not batch:
-                return True
+        """Embed every row that was waiting when called; True when none of them waits any more."""
+        store = self._store
+        batch: list[Any] = []
+        try:
+            mark = store.write_mark()
+            while True:
+                batch = store.claim_unembedded(mark, BATCH, self._claim_seconds)
+                if batch:
+                    self._embed(store, batch)
+                    continue
+                if not store.unembedded_count(mark):
+                    return True
+                with self._cond:  # rows another worker holds: wait for it, or for its claim to lapse
+                    if self._stopping:
+                        return False
+                    self._cond.wait(OTHERS_POLL_SECONDS)
+        except Exception as exc:  # the embedder, the disk: the rows stay in the file, tried again later
+            logger.warning("could not embed %d stored memories yet (kept, will retry): %s: %s",
+                           len(batch), type(exc).__name__, exc)
+            return False
+
+    def _embed(self, store: Store, batch: list[Any]) -> None:
+        try:
+            vectors = self._embedder.embed([m.text for m in batch])
+        except BaseException:
             try:
-                vectors = self._embedder.embed([m.text for m in batch])
-                in_batch = batch_twins([m.text for m in batch], vectors)
-                keep = []
-                for i, memory in enumerate(batch):
-                    first = in_batch[i]
-                    twin = near_duplicate(self._store, self.user_id, memory.text, vectors[i]) if first is None \
-                        else batch[first]
-                    # It says what a memory of the user already says: merged, unless it replaced one.
-                    if twin is not None and len(self._store.history(self.user_id, memory.id)) == 1:
-                        logger.info("memory %s merged into its near duplicate %s", memory.id, twin.id)
-                        self._store.delete(self.user_id, memory.id)
-                    else:
-                        keep.append(i)
-                self._store.set_vectors([batch[i] for i in keep], vectors[keep])
-            except HeadroomMemoryError as exc:
-                logger.warning("could not embed %d stored memories of %r yet (kept, will retry): %s",
-                               len(batch), self.user_id, exc)
-                return False
+                store.release_claims(batch)
+            except Exception as exc:  # the claims lapse by themselves
+                logger.debug("could not release embedding claims: %s", exc)
+            raise
+        store.settle_vectors(batch, vectors)
 
     def _run(self) -> None:
         delay = self._retry_delay
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._requested > self._served or self._stopping)
+                if not self._cond.wait_for(lambda: self._requested > self._served or self._stopping, IDLE_SECONDS):
+                    self._thread = None  # idle: the next kick starts a new thread
+                    return
                 if self._requested == self._served:
+                    self._thread = None
                     return  # stopping, nothing left
                 target = self._requested
             ok = self._drain()
@@ -134,6 +166,7 @@ class EmbeddingWorker:
                 self._cond.notify_all()
                 if not ok:
                     if self._stopping:
+                        self._thread = None
                         return  # the rows stay in the file for the next process
                     self._cond.wait(delay)
                     delay = min(delay * 2, self._max_delay)

@@ -81,7 +81,14 @@ def _m002_extraction_jobs(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX extraction_jobs_user ON extraction_jobs (user_id, status, next_attempt_at)")
 
 
+def _m003_embedding_claims(db: sqlite3.Connection) -> None:
+    # A worker about to embed a row claims it until this time (POSIX seconds), so two handles or two
+    # processes do not embed one row twice; a claim that lapses (a dead worker) is taken again.
+    db.execute("ALTER TABLE memories ADD COLUMN embed_claim REAL")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "extraction jobs", _m002_extraction_jobs),
+    (3, "embedding claims", _m003_embedding_claims),
 ]

@@ -13,15 +13,14 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ._models import Memory
-from ._store import Store
 
 __all__ = ["Scoring", "DEFAULT_SCORING", "content_words", "token_count", "bm25", "STOPWORDS", "NEAR_DUPLICATE",
-           "near_duplicate", "batch_twins"]
+           "near_duplicate"]
 
 #: A new memory whose embedding has at least this cosine with one the user has is that memory, not
 #: a new one: rewordings ("Is vegetarian" / "Is a vegetarian" 0.988) score above it, different facts
@@ -120,22 +119,11 @@ class Scoring:
 DEFAULT_SCORING = Scoring()
 
 
-def near_duplicate(store: Store, user_id: str, text: str, vector: np.ndarray) -> Memory | None:
-    """The user's memory that says the same as ``text``: cosine >= ``NEAR_DUPLICATE`` and the same numbers."""
-    best = store.nearest(user_id, vector, NEAR_DUPLICATE)
+def near_duplicate(nearest: Callable[[np.ndarray, float], "tuple[Memory, float] | None"], text: str,
+                   vector: np.ndarray) -> Memory | None:
+    """The memory that says the same as ``text``, by the one rule every write path uses: the closest
+    memory (``nearest(vector, NEAR_DUPLICATE)``, cosine >= ``NEAR_DUPLICATE``) with the same numbers."""
+    best = nearest(vector, NEAR_DUPLICATE)
     if best is not None and _NUMBER.findall(best[0].text) == _NUMBER.findall(text):
         return best[0]
     return None
-
-
-def batch_twins(texts: Sequence[str], vectors: np.ndarray) -> list[int | None]:
-    """For each memory of a batch, the earlier one of the batch (itself no twin) that says the same
-    by ``near_duplicate``'s rule, or None: one reply may state a fact twice in other words."""
-    twins: list[int | None] = [None] * len(texts)
-    if len(texts) < 2:
-        return twins
-    close = np.triu(vectors @ vectors.T >= np.float32(NEAR_DUPLICATE), 1)
-    for i, j in zip(*np.nonzero(close)):  # row-major: each j meets its earliest i first
-        if twins[j] is None and twins[i] is None and _NUMBER.findall(texts[i]) == _NUMBER.findall(texts[j]):
-            twins[j] = int(i)
-    return twins

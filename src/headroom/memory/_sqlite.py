@@ -30,7 +30,7 @@ from ._errors import (
 from ._index import VectorIndex
 from ._migrations import MIGRATIONS
 from ._models import Memory, new_id, normalize_text
-from ._scoring import Scoring
+from ._scoring import Scoring, near_duplicate
 
 __all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
@@ -49,8 +49,28 @@ def default_db_path() -> Path:
 # --- the store -----------------------------------------------------------------------------------
 
 
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
 def _to_time(value: float) -> datetime:
-    return datetime.fromtimestamp(value, timezone.utc)
+    """A stored time; one out of datetime's range (a row written before input was checked) is
+    clamped rather than making every read of its user fail."""
+    try:
+        return datetime.fromtimestamp(value, timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return _LATEST if value > 0 else _EARLIEST
+
+
+def _metadata(text: str) -> dict:
+    if text == "{}":
+        return {}  # most have none: 0.4 s saved per 100k
+    try:
+        value = json.loads(text)
+    except ValueError:
+        logger.warning("unreadable memory metadata ignored: %r", text[:80])
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _row_to_memory(row: tuple) -> Memory:
@@ -60,7 +80,7 @@ def _row_to_memory(row: tuple) -> Memory:
         text=row[2],
         category=row[3],
         source=row[4],
-        metadata={} if row[5] == "{}" else json.loads(row[5]),  # most have none: 0.4 s saved per 100k
+        metadata=_metadata(row[5]),
         created_at=_to_time(row[6]),
         updated_at=_to_time(row[7]),
         superseded_by=row[8],
@@ -68,8 +88,6 @@ def _row_to_memory(row: tuple) -> Memory:
     )
 
 
-#: A new row, its vector (or None) and its key (``pk``, the full-text index's rowid).
-_Fresh = tuple[Memory, "np.ndarray | None", int]
 _NO_KEYS = np.empty(0, dtype=np.int64)
 
 
@@ -152,6 +170,8 @@ class SQLiteStore:
             self._set_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA foreign_keys = ON")
+            # Forgotten memories are overwritten on disk, not left in free pages.
+            db.execute("PRAGMA secure_delete = ON")
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StorageError(f"{self.path} is corrupt or not a database: {exc}") from exc
@@ -199,8 +219,14 @@ class SQLiteStore:
                 raise StorageError(f"cannot commit to {self.path}: {exc}") from exc
 
     def _rollback(self) -> None:
-        self._db.execute("ROLLBACK")
+        """Undo the open transaction, if SQLite has not already (it rolls back by itself on some
+        errors, a full disk among them); the error the caller sees is the one that caused it."""
         self._indexes.clear()  # an index may have been patched for the write that did not happen
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                logger.warning("rollback on %s failed: %s", self.path, exc)
 
     def _migrate(self) -> None:
         with self.transaction() as db:
@@ -255,6 +281,15 @@ class SQLiteStore:
             (user_id,),
         ).fetchone()[0]
 
+    def _bumped(self, db: sqlite3.Connection, user_id: str, index: VectorIndex | None = None) -> VectorIndex | None:
+        """Count a write of the user's; returns the index to patch for it: ``index`` (current within
+        this transaction), or the cached one if it was current just before, else None."""
+        version = self._bump(db, user_id)
+        if index is None:
+            return self._index_after_write(user_id, version)
+        index.version = version
+        return index
+
     def _index_after_write(self, user_id: str, version: int) -> VectorIndex | None:
         """The user's index if it may be patched in place: it was current just before this write."""
         index = self._indexes.get(user_id)
@@ -282,7 +317,9 @@ class SQLiteStore:
 
     def _load_index(self, user_id: str) -> VectorIndex:
         db = self._db
-        db.execute("BEGIN")  # one snapshot for the counter and the rows
+        own = not db.in_transaction  # inside a write transaction we already have one snapshot
+        if own:
+            db.execute("BEGIN")  # one snapshot for the counter and the rows
         try:
             row = db.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)).fetchone()
             rows = db.execute(
@@ -291,7 +328,8 @@ class SQLiteStore:
                 (user_id,),
             ).fetchall()
         finally:
-            db.execute("COMMIT")
+            if own:
+                db.execute("COMMIT")
         index = VectorIndex(self.embedding_dim, row[0] if row else 0)
         if rows:
             vectors = np.frombuffer(b"".join(r[-1] for r in rows), dtype="<f4").reshape(len(rows), -1)
@@ -329,60 +367,82 @@ class SQLiteStore:
 
     def add(self, memories: Sequence[Memory], vectors: np.ndarray | None,
             *, finish: Callable[[sqlite3.Connection], None] | None = None) -> list[Memory]:
+        """Store new memories in one transaction; each gives the memory stored, or the one it is.
+
+        A text the user already has (case and white space folded) gives that memory; so does a
+        near duplicate (``near_duplicate``) of a searchable memory or of an earlier item of the batch.
+        The check runs inside the write transaction, so two writers cannot both store one fact.
+        """
         rows = vectors if vectors is not None else [None] * len(memories)
-        with self._lock, self.transaction() as db:
+        with self.transaction() as db:
             if finish is not None:
                 finish(db)  # e.g. take a job off the queue: in the same transaction, or not at all
-            result, fresh = self._insert(db, memories, rows)
-            for user in {m.user_id for m, _, _ in fresh}:
-                self._patch_index(user, self._bump(db, user), [f for f in fresh if f[0].user_id == user])
+            result: list[Memory] = []
+            indexes: dict[str, VectorIndex] = {}
+            touched: set[str] = set()
+            for memory, vector in zip(memories, rows):
+                existing = self._same_text(db, memory)
+                if existing is None and vector is not None:
+                    index = indexes.get(memory.user_id) or indexes.setdefault(memory.user_id, self._index(memory.user_id))
+                    existing = near_duplicate(index.nearest, memory.text, vector)
+                if existing is not None:
+                    result.append(existing)
+                    continue
+                key = self._insert_row(db, memory, vector)
+                if vector is not None:
+                    indexes[memory.user_id].add([memory], np.asarray([vector], dtype=np.float32), [key])
+                touched.add(memory.user_id)
+                result.append(memory)
+            for user in touched:
+                self._bumped(db, user, indexes.get(user))
         return result
 
-    def _insert(self, db: sqlite3.Connection, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]
-                ) -> tuple[list[Memory], list[_Fresh]]:
-        """Insert what is new; a text the user already has gives the existing memory."""
-        result: list[Memory] = []
-        fresh: list[_Fresh] = []
-        for memory, vector in zip(memories, vectors):
-            norm = normalize_text(memory.text)
-            existing = db.execute(
-                f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND norm_text = ? AND superseded_by IS NULL",
-                (memory.user_id, norm),
-            ).fetchone()
-            if existing is not None:
-                result.append(_row_to_memory(existing))
-                continue
-            cursor = db.execute(
-                "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, "
-                "created_at, updated_at, embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (memory.id, memory.user_id, memory.text, norm, memory.category, memory.source,
-                 json.dumps(dict(memory.metadata)), memory.created_at.timestamp(), memory.updated_at.timestamp(),
-                 None if vector is None else _blob(vector)),
-            )
-            result.append(memory)
-            fresh.append((memory, vector, cursor.lastrowid))
-        return result, fresh
+    def _same_text(self, db: sqlite3.Connection, memory: Memory) -> Memory | None:
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND norm_text = ? AND superseded_by IS NULL",
+            (memory.user_id, normalize_text(memory.text)),
+        ).fetchone()
+        return None if row is None else _row_to_memory(row)
+
+    def _insert_row(self, db: sqlite3.Connection, memory: Memory, vector: np.ndarray | None) -> int:
+        """Insert one row; returns its key (``pk``, the full-text index's rowid)."""
+        cursor = db.execute(
+            "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, "
+            "created_at, updated_at, embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (memory.id, memory.user_id, memory.text, normalize_text(memory.text), memory.category, memory.source,
+             json.dumps(dict(memory.metadata)), memory.created_at.timestamp(), memory.updated_at.timestamp(),
+             None if vector is None else _blob(vector)),
+        )
+        return int(cursor.lastrowid or 0)
 
     def supersede(self, old_id: str, memory: Memory, vector: np.ndarray | None) -> Memory:
         """Store ``memory`` (or find the user's memory with its text) as the successor of ``old_id``.
 
-        The old memory is kept, linked to its successor, and no longer searched or listed.
+        The old memory is kept, linked to its successor, and no longer searched or listed. A
+        successor that is a near duplicate of the old memory itself changes nothing and gives it.
         """
         now = time.time()
-        with self._lock, self.transaction() as db:
-            live = db.execute("SELECT 1 FROM memories WHERE user_id = ? AND id = ? AND superseded_by IS NULL",
+        with self.transaction() as db:
+            live = db.execute(f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND id = ? AND superseded_by IS NULL",
                               (memory.user_id, old_id)).fetchone()
             if live is None:
                 raise NotFoundError(f"no live memory {old_id!r} for user {memory.user_id!r}")
-            (successor,), fresh = self._insert(db, [memory], [vector])
+            index = self._index(memory.user_id)
+            if vector is not None:
+                twin = near_duplicate(index.nearest, memory.text, vector)
+                if twin is not None and twin.id == old_id:
+                    return twin
+            successor = self._same_text(db, memory)
+            if successor is None:
+                successor = memory
+                key = self._insert_row(db, memory, vector)
+                if vector is not None:
+                    index.add([memory], np.asarray([vector], dtype=np.float32), [key])
             if successor.id != old_id:
                 db.execute("UPDATE memories SET superseded_by = ?, superseded_at = ? WHERE id = ?",
                            (successor.id, now, old_id))
-                index = self._index_after_write(memory.user_id, self._bump(db, memory.user_id))
-                if index is not None:
-                    index.remove(old_id)
-                    if fresh and vector is not None:
-                        index.add([successor], np.asarray([vector], dtype=np.float32), [fresh[0][2]])
+                index.remove(old_id)
+            self._bumped(db, memory.user_id, index)
         return successor
 
     def resolve(self, user_id: str, ref: str) -> Memory | None:
@@ -409,41 +469,74 @@ class SQLiteStore:
         )
         return [_row_to_memory(r) for r in rows]
 
-    def _patch_index(self, user_id: str, version: int, rows: list[_Fresh]) -> None:
-        index = self._index_after_write(user_id, version)
-        searchable = [(m, v, key) for m, v, key in rows if v is not None]
-        if index is not None and searchable:
-            index.add([m for m, _, _ in searchable], np.asarray([v for _, v, _ in searchable], dtype=np.float32),
-                      [key for _, _, key in searchable])
+    # -- memories waiting for their vectors ---------------------------------------------------------
 
-    def unembedded(self, user_id: str, limit: int = 64) -> list[Memory]:
-        """Live memories stored without a vector yet, oldest first."""
-        rows = self.query(
-            f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND embedding IS NULL "
-            "AND superseded_by IS NULL ORDER BY pk LIMIT ?",
-            (user_id, limit),
-        )
+    def write_mark(self) -> int:
+        """A position in the order of writes: every row written so far is at or before it."""
+        return int(self.query("SELECT coalesce(max(pk), 0) FROM memories", ())[0][0])
+
+    def unembedded_count(self, mark: int | None = None) -> int:
+        """Live memories, of any user, written at or before ``mark`` and still without a vector."""
+        return int(self.query("SELECT count(*) FROM memories WHERE embedding IS NULL AND superseded_by IS NULL "
+                              "AND pk <= ?", (2**62 if mark is None else mark,))[0][0])
+
+    def claim_unembedded(self, mark: int, limit: int, lease_seconds: float) -> list[Memory]:
+        """Claim, for ``lease_seconds``, up to ``limit`` waiting memories (any user) no one else holds.
+
+        A claim only keeps two workers from embedding the same rows; correctness does not rest on
+        it (``settle_vectors`` checks every row again), so a worker that dies just lets it lapse.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            rows = db.execute(
+                "UPDATE memories SET embed_claim = ? WHERE pk IN (SELECT pk FROM memories WHERE embedding IS NULL "
+                "AND superseded_by IS NULL AND pk <= ? AND coalesce(embed_claim, 0) < ? ORDER BY pk LIMIT ?) "
+                f"RETURNING {_COLUMNS}",
+                (now + lease_seconds, mark, now, limit),
+            ).fetchall()
         return [_row_to_memory(r) for r in rows]
 
-    def set_vectors(self, memories: Sequence[Memory], vectors: np.ndarray) -> int:
-        """Give stored memories their vectors; a memory already embedded or gone is left alone."""
-        done: list[_Fresh] = []
-        with self._lock, self.transaction() as db:
+    def release_claims(self, memories: Sequence[Memory]) -> None:
+        """Give claimed memories back (their embedding failed), for the next attempt of any worker."""
+        with self.transaction() as db:
+            db.executemany("UPDATE memories SET embed_claim = NULL WHERE id = ? AND embedding IS NULL",
+                           [(m.id,) for m in memories])
+
+    def settle_vectors(self, memories: Sequence[Memory], vectors: np.ndarray) -> int:
+        """Give waiting memories their vectors, or merge them into a near duplicate, in one transaction.
+
+        Each memory is checked again inside the transaction: one already embedded (by another
+        worker), changed or gone is left alone, so no worker ever merges a memory into itself or
+        into a copy of itself. A near duplicate (``near_duplicate``) of a searchable memory of its
+        user is removed in favour of that memory, unless it replaced an older one. Returns how many
+        memories got their vectors.
+        """
+        stored = 0
+        with self.transaction() as db:
+            indexes: dict[str, VectorIndex] = {}
             for memory, vector in zip(memories, vectors):
-                changed = db.execute(
-                    "UPDATE memories SET embedding = ? WHERE user_id = ? AND id = ? AND text = ? "
-                    "AND embedding IS NULL RETURNING pk",
-                    (_blob(vector), memory.user_id, memory.id, memory.text),
-                ).fetchone()
-                if changed:
-                    done.append((memory, vector, changed[0]))
-            for user in {m.user_id for m, _, _ in done}:
-                self._patch_index(user, self._bump(db, user), [f for f in done if f[0].user_id == user])
-        return len(done)
+                row = db.execute(
+                    "SELECT pk FROM memories WHERE user_id = ? AND id = ? AND text = ? AND embedding IS NULL "
+                    "AND superseded_by IS NULL", (memory.user_id, memory.id, memory.text)).fetchone()
+                if row is None:
+                    continue
+                index = indexes.get(memory.user_id) or indexes.setdefault(memory.user_id, self._index(memory.user_id))
+                twin = near_duplicate(index.nearest, memory.text, vector)
+                replaced = db.execute("SELECT 1 FROM memories WHERE superseded_by = ? LIMIT 1", (memory.id,)).fetchone()
+                if twin is not None and twin.id != memory.id and replaced is None:
+                    logger.info("memory %s merged into its near duplicate %s", memory.id, twin.id)
+                    db.execute("DELETE FROM memories WHERE pk = ?", (row[0],))
+                    continue
+                db.execute("UPDATE memories SET embedding = ?, embed_claim = NULL WHERE pk = ?", (_blob(vector), row[0]))
+                index.add([memory], np.asarray([vector], dtype=np.float32), [row[0]])
+                stored += 1
+            for user, index in indexes.items():
+                self._bumped(db, user, index)
+        return stored
 
     def update(self, memory: Memory, vector: np.ndarray | None) -> Memory:
         norm = normalize_text(memory.text)
-        with self._lock, self.transaction() as db:
+        with self.transaction() as db:
             clash = db.execute(
                 "SELECT id FROM memories WHERE user_id = ? AND norm_text = ? AND id != ? AND superseded_by IS NULL",
                 (memory.user_id, norm, memory.id),
@@ -470,14 +563,14 @@ class SQLiteStore:
             ).fetchone()
             if not changed:
                 raise NotFoundError(f"no live memory {memory.id!r} for user {memory.user_id!r}")
-            index = self._index_after_write(memory.user_id, self._bump(db, memory.user_id))
+            index = self._bumped(db, memory.user_id)
             if index is not None:
                 index.replace(memory, vector, changed[0])
         return memory
 
     def delete(self, user_id: str, memory_id: str) -> bool:
         """Remove a memory with the earlier versions it replaced (its history goes with it)."""
-        with self._lock, self.transaction() as db:
+        with self.transaction() as db:
             db.execute(
                 "WITH RECURSIVE chain(id) AS (SELECT ? UNION "
                 "SELECT m.id FROM memories m JOIN chain c ON m.superseded_by = c.id) "
@@ -486,16 +579,22 @@ class SQLiteStore:
             )
             gone = db.execute("SELECT changes()").fetchone()[0]  # rowcount is not kept for WITH ... DELETE
             if gone:
-                index = self._index_after_write(user_id, self._bump(db, user_id))
+                index = self._bumped(db, user_id)
                 if index is not None:
                     index.remove(memory_id)
         return bool(gone)
 
     def clear(self, user_id: str) -> int:
-        with self._lock, self.transaction() as db:
-            gone = db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,)).rowcount
+        """Forget the user: every memory and earlier version (their full-text rows go with them by
+        trigger) and every queued or failed extraction job, in one transaction. Returns how many
+        live memories were removed."""
+        with self.transaction() as db:
+            (live,) = db.execute("SELECT count(*) FROM memories WHERE user_id = ? AND superseded_by IS NULL",
+                                 (user_id,)).fetchone()
+            db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
+            db.execute("DELETE FROM extraction_jobs WHERE user_id = ?", (user_id,))
             self._indexes[user_id] = VectorIndex(self.embedding_dim, self._bump(db, user_id))
-        return gone
+        return int(live)
 
     def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
                words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
@@ -519,10 +618,6 @@ class SQLiteStore:
         (row,) = self.query("SELECT " + ", ".join([one] * len(words)),
                             tuple(f"{prefix}text : {_phrase(w)}" for w in words))
         return [np.fromstring(keys, dtype=np.int64, sep=",") if keys else _NO_KEYS for keys in row]
-
-    def nearest(self, user_id: str, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
-        with self._lock:
-            return self._current(user_id).nearest(np.asarray(query, dtype=np.float32), min_score)
 
     def _current(self, user_id: str) -> VectorIndex:
         try:

@@ -24,18 +24,33 @@ class Store(Protocol):
     embedding_dim: int
 
     def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> list[Memory]:
-        """Store new memories; a text the user already has returns the existing memory instead.
+        """Store new memories; a text the user already has, or a near duplicate of one of its
+        searchable memories (``_scoring.near_duplicate``), returns that memory instead.
 
         With ``vectors=None`` the memories are stored unembedded: listed, not yet searchable.
         """
         ...
 
-    def unembedded(self, user_id: str, limit: int = 64) -> list[Memory]:
-        """Live memories stored without a vector yet, oldest first."""
+    def write_mark(self) -> int:
+        """A position in the order of writes: every row written so far is at or before it."""
         ...
 
-    def set_vectors(self, memories: Sequence[Memory], vectors: np.ndarray) -> int:
-        """Give unembedded memories their vectors; returns how many were still waiting."""
+    def unembedded_count(self, mark: int | None = None) -> int:
+        """Live memories (any user) written at or before ``mark`` that still have no vector."""
+        ...
+
+    def claim_unembedded(self, mark: int, limit: int, lease_seconds: float) -> list[Memory]:
+        """Up to ``limit`` waiting memories (any user) at or before ``mark`` that no other worker
+        holds, now held by the caller for ``lease_seconds``."""
+        ...
+
+    def release_claims(self, memories: Sequence[Memory]) -> None:
+        """Give claimed memories back without vectors (their embedding failed)."""
+        ...
+
+    def settle_vectors(self, memories: Sequence[Memory], vectors: np.ndarray) -> int:
+        """In one transaction, give each memory still waiting its vector, or merge it into the user's
+        near duplicate; memories no longer waiting are left alone. Returns how many got vectors."""
         ...
 
     def find_text(self, user_id: str, text: str) -> Memory | None:
@@ -70,10 +85,6 @@ class Store(Protocol):
                words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
         """The user's ``top_k`` searchable live memories ranked by ``scoring`` (cosine to ``query``
         and full-text relevance to ``words``; cosine alone without it), each with its cosine."""
-        ...
-
-    def nearest(self, user_id: str, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
-        """The live memory most similar to ``query``, if its cosine is at least ``min_score``."""
         ...
 
     def counts(self, user_id: str) -> dict[str, int]:
