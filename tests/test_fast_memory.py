@@ -173,7 +173,7 @@ def test_response_is_the_sdks_own_object(client, server):
     "Sure.<memory>{not json</memory>",
     'Sure.<memory>{"memories": [{"content": "Half',
     'Sure.<memory>{"memories": [{"content": 42}]}</memory>',
-    "Sure.<memory>" + "x" * 30_000 + "</memory>",
+    'Sure.<memory>["' + "x" * 30_000 + '"]</memory>',
     "Sure.",  # the model ignored the instruction
 ])
 def test_bad_blocks_still_give_the_answer_and_log(client, server, caplog, reply):

@@ -6,6 +6,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from headroom.memory._protocol import (
+    _TAG,
     INSTRUCTION,
     BlockParser,
     ExtractedMemory,
@@ -81,9 +82,36 @@ def test_hostile_blocks():
     assert len(parse_reply(many).memories) == 20
     nested = parse_reply('<memory>{"memories": [{"content": {"evil": 1}}, 5, null, ""]}</memory>ok')
     assert nested.text == "ok" and nested.memories == [] and len(nested.problems) == 4
-    stray = parse_reply("text </memory> more")
-    assert stray.text == "text more"
+    stray = parse_reply("text </memory> more")  # a closing tag outside a block is the answer's text
+    assert stray.text == "text </memory> more"
     assert parse_reply("<memory>[1, 2]</memory>").memories == []
+
+
+def test_blocks_that_break_the_json_parser_are_reported_not_raised():
+    for body in ["[" * 5000 + "]" * 5000, '{"memories": [' + "9" * 5000 + "]}", '["' + "\\ud800" + '"]',
+                 '[{"content": "' + "\\udfff tail" + '"}]']:
+        result = parse_reply("Answer.<memory>" + body + "</memory>")
+        assert result.text == "Answer." and result.memories == [] and result.problems
+
+
+def test_a_tag_in_the_answer_that_opens_no_block_is_the_answers_text():
+    answer = "In HTML use <memory> carefully; close it with </memory> and never nest it."
+    assert parse_reply(answer).text == answer
+    assert parse_reply(answer + "\n" + BLOCK).text == answer
+    assert parse_reply("Ends with <memory>").text == "Ends with <memory>"
+    assert parse_reply("Ends with <memory>   ").text == "Ends with <memory>   "
+
+
+def test_white_space_inside_tags():
+    for block in ['<memory >["Uses vim"]</memory >', '< memory>["Uses vim"]</ memory>',
+                  '<MEMORY\n>\n["Uses vim"]\n< / Memory >']:
+        result = parse_reply("Done. " + block)
+        assert result.text == "Done." and result.memories == [ExtractedMemory("Uses vim")], block
+
+
+def test_empty_and_fenced_blocks_still_open_with_their_tag():
+    assert parse_reply("Hi <memory></memory>").text == "Hi"
+    assert parse_reply('Hi <memory>```json\n["A"]\n```</memory>').memories == [ExtractedMemory("A")]
 
 
 def test_empty_block_means_nothing_to_remember():
@@ -104,7 +132,9 @@ def test_injection_block_says_it_is_context_not_instructions():
 # -- property tests: any reply, any way of splitting it ---------------------------------------------
 
 words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
-tags = st.sampled_from(["<memory>", "</memory>", "<mem", "<", "</", "memory>", "<MEMORY>", "\n", " "])
+BLOCK_BODY = '"content": "Prefers Python"'
+tags = st.sampled_from(["<memory>", "</memory>", "<mem", "<", "</", "memory>", "<MEMORY>", "\n", " ", "< memory >",
+                        BLOCK, '["x"]', "{", "```"])
 
 
 def chunked(text: str, cuts: list[int]) -> str:
@@ -133,11 +163,12 @@ def test_split_anywhere_gives_the_same_clean_text_and_memories(prefix, cuts):
 @settings(max_examples=400, deadline=None)
 @given(parts=st.lists(st.one_of(words, tags), max_size=12),
        cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=12))
-def test_no_fragment_of_a_tag_ever_reaches_the_user(parts, cuts):
+def test_no_block_ever_reaches_the_user(parts, cuts):
     reply = "".join(parts)
     shown = chunked(reply, cuts)
     assert shown == parse_reply(reply).text
-    lowered = shown.lower()
-    assert "<memory>" not in lowered and "</memory>" not in lowered
-    if "<memory>" not in reply.lower() and "</memory>" not in reply.lower():
+    assert BLOCK_BODY not in shown
+    for tag in _TAG.finditer(shown):  # a tag the user sees is followed by no JSON
+        assert tag.group(1) or not shown[tag.end():].lstrip().startswith(("[", "{", '"', "```")), shown
+    if "<" not in reply:
         assert shown == reply  # the model's own words are kept exactly

@@ -76,8 +76,10 @@ class EventStream:
     delay: float = 0.0  # seconds before each event
 
 
-def chat_chunks(body: dict[str, Any], reply: str, size: int, fail_after: int | None = None) -> EventStream:
-    """A streamed chat completion of ``reply`` in pieces of ``size`` characters (one choice)."""
+def chat_chunks(body: dict[str, Any], reply: str, size: int, fail_after: int | None = None,
+                finish: bool = True) -> EventStream:
+    """A streamed chat completion of ``reply`` in pieces of ``size`` characters (one choice);
+    ``finish=False`` leaves out the chunk with ``finish_reason``, as some servers do."""
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body.get("model", "scripted")}
 
@@ -90,7 +92,8 @@ def chat_chunks(body: dict[str, Any], reply: str, size: int, fail_after: int | N
             events.append({"error": {"message": "scripted failure mid-stream", "type": "server_error"}})
             return EventStream(events)
         events.append(chunk({"content": reply[start:start + size]}))
-    events.append(chunk({}, "stop"))
+    if finish:
+        events.append(chunk({}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
         words = len(reply.split())
         events.append({**base, "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": words,
@@ -109,7 +112,8 @@ def anthropic_message(body: dict[str, Any], reply: str) -> dict[str, Any]:
     }
 
 
-def anthropic_events(body: dict[str, Any], reply: str, size: int, fail_after: int | None = None) -> EventStream:
+def anthropic_events(body: dict[str, Any], reply: str, size: int, fail_after: int | None = None,
+                     finish: bool = True) -> EventStream:
     """A streamed Messages API reply of ``reply`` in ``text_delta`` pieces of ``size`` characters."""
     message = {**anthropic_message(body, ""), "content": [], "stop_reason": None}
     events: list[Any] = [
@@ -124,8 +128,9 @@ def anthropic_events(body: dict[str, Any], reply: str, size: int, fail_after: in
             return EventStream(events)
         events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                "delta": {"type": "text_delta", "text": reply[start:start + size]}}))
+    if finish:
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
     events += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                            "usage": {"output_tokens": len(reply.split())}}),
         ("message_stop", {"type": "message_stop"}),
@@ -216,6 +221,8 @@ class ScriptedServer:
     stream_chunk_size: int = 4
     stream_delay: float = 0.0
     stream_fail_after: int | None = None
+    #: False: streams end without saying so (no ``finish_reason`` chunk, no ``content_block_stop``).
+    stream_finish: bool = True
 
     def __post_init__(self) -> None:
         self.handlers.setdefault("/v1/embeddings", lambda body: _embeddings(body, self.embedding_dim))
@@ -291,7 +298,7 @@ class ScriptedServer:
             result = reply(body)
             if body.get("stream"):
                 text = result[0] if isinstance(result, list) else result
-                stream = chat_chunks(body, text, self.stream_chunk_size, self.stream_fail_after)
+                stream = chat_chunks(body, text, self.stream_chunk_size, self.stream_fail_after, self.stream_finish)
                 stream.delay = self.stream_delay
                 return 200, stream
             if not isinstance(result, list):
@@ -306,7 +313,8 @@ class ScriptedServer:
         def handle(body: dict[str, Any]) -> tuple[int, Any]:
             text = reply(body)
             if body.get("stream"):
-                stream = anthropic_events(body, text, self.stream_chunk_size, self.stream_fail_after)
+                stream = anthropic_events(body, text, self.stream_chunk_size, self.stream_fail_after,
+                                          self.stream_finish)
                 stream.delay = self.stream_delay
                 return 200, stream
             return 200, anthropic_message(body, text)

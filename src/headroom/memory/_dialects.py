@@ -25,6 +25,11 @@ class StreamFilter(Protocol):
         """What to pass on for one item of the SDK's stream (usually the item itself, cleaned)."""
         ...
 
+    def end(self) -> list[Any]:
+        """Items to pass on after the SDK's last one: text still held back when a stream ends
+        without saying so (no ``finish_reason``, no ``content_block_stop``)."""
+        ...
+
     def memories(self) -> list[ExtractedMemory]:
         """What the stream said, once it has ended or was closed."""
         ...
@@ -90,6 +95,7 @@ class _Parsers:
         self._parsers: dict[int, BlockParser] = {}
         self._finished: set[int] = set()
         self._text: list[str] = []
+        self._last: dict[int, Any] = {}  # the last item that carried text for each parser
 
     def _finish_all(self) -> list[BlockParser]:
         """Close every parser still open on what arrived, and log what they met."""
@@ -102,6 +108,20 @@ class _Parsers:
 
     def text(self) -> str:
         return "".join(self._text)
+
+    def end(self) -> list[Any]:
+        extra = []
+        for index, parser in self._parsers.items():
+            if index not in self._finished:
+                self._finished.add(index)
+                rest = parser.finish()
+                if rest and index in self._last:
+                    extra.append(self._carrying(self._last[index], index, rest))
+        return extra
+
+    def _carrying(self, item: Any, index: int, text: str) -> Any:
+        """A copy of ``item`` that carries ``text`` as the next piece of ``index``'s text."""
+        raise NotImplementedError
 
     def _parser(self, index: int) -> BlockParser:
         parser = self._parsers.get(index)
@@ -124,12 +144,24 @@ class ChunkFilter(_Parsers):
                 continue
             parser = self._parser(index)
             text = parser.feed(content) if isinstance(content, str) else ""
+            if isinstance(content, str):
+                self._last[index] = chunk
             if getattr(choice, "finish_reason", None) is not None and index not in self._finished:
                 self._finished.add(index)
                 text += parser.finish()
             if delta is not None and (isinstance(content, str) or text):
                 delta.content = text
         return [chunk]
+
+    def _carrying(self, item: Any, index: int, text: str) -> Any:
+        extra = copy.deepcopy(item)
+        extra.choices = [c for c in extra.choices if (getattr(c, "index", 0) or 0) == index]
+        for choice in extra.choices:
+            choice.delta.content = text
+            choice.finish_reason = None
+        if getattr(extra, "usage", None) is not None:
+            extra.usage = None
+        return extra
 
     def memories(self) -> list[ExtractedMemory]:
         self._finish_all()
@@ -176,10 +208,6 @@ class EventFilter(_Parsers):
     """Messages API stream events: ``text_delta`` text is stripped per content block; what a block
     held back is released, as one more ``text_delta`` event, just before its ``content_block_stop``."""
 
-    def __init__(self, strip: bool = True) -> None:
-        super().__init__(strip)
-        self._last_delta: dict[int, Any] = {}
-
     def process(self, event: Any) -> list[Any]:
         kind = getattr(event, "type", None)
         index = getattr(event, "index", 0)
@@ -191,15 +219,18 @@ class EventFilter(_Parsers):
             return [event]
         if is_text:
             delta.text = self._parser(index).feed(delta.text)
-            self._last_delta[index] = event
+            self._last[index] = event
         elif kind == "content_block_stop" and index in self._parsers and index not in self._finished:
             self._finished.add(index)
             rest = self._parsers[index].finish()
             if rest:
-                extra = copy.deepcopy(self._last_delta[index])
-                extra.delta.text = rest
-                return [extra, event]
+                return [self._carrying(self._last[index], index, rest), event]
         return [event]
+
+    def _carrying(self, item: Any, index: int, text: str) -> Any:
+        extra = copy.deepcopy(item)
+        extra.delta.text = text
+        return extra
 
     def memories(self) -> list[ExtractedMemory]:
         return [m for parser in self._finish_all() for m in parser.memories]

@@ -68,7 +68,15 @@ class FastMemory:
         return [(m, score) for m, score in found if score >= self.min_score]
 
     def before(self, kwargs: Mapping[str, Any], dialect: Dialect) -> tuple[dict[str, Any], Turn]:
-        """New keyword arguments for ``create``; the caller's objects are never changed."""
+        """New keyword arguments for ``create``; the caller's objects are never changed. If shaping
+        fails for any reason, the request goes out as the caller wrote it."""
+        try:
+            return self._shape(kwargs, dialect)
+        except Exception:
+            logger.exception("could not add memory to the request; calling the model without it")
+            return dict(kwargs), Turn()
+
+    def _shape(self, kwargs: Mapping[str, Any], dialect: Dialect) -> tuple[dict[str, Any], Turn]:
         out = dict(kwargs)
         messages = kwargs.get("messages")
         turn = Turn()
@@ -98,14 +106,20 @@ class FastMemory:
             )
         except HeadroomMemoryError as exc:
             logger.error("could not store %d extracted memories: %s", len(extracted), exc)
-            return []
+        except Exception:
+            logger.exception("could not store %d extracted memories", len(extracted))
+        return []
 
     def after(self, response: Any, turn: Turn, dialect: Dialect) -> Any:
-        """The caller's reply: cleaned and its memories stored (inline), or its turn recorded."""
-        if turn.instructed:
-            self.store(dialect.clean(response))
-        elif self.record is not None:
-            self._record(turn, dialect.reply_text(response))
+        """The caller's reply: cleaned and its memories stored (inline), or its turn recorded.
+        Whatever goes wrong here is logged; the caller always gets the response."""
+        try:
+            if turn.instructed:
+                self.store(dialect.clean(response))
+            elif self.record is not None:
+                self._record(turn, dialect.reply_text(response))
+        except Exception:
+            logger.exception("could not handle the reply's memory; the reply is returned as it is")
         return response
 
     def stream(self, response: Any, turn: Turn, dialect: Dialect, shell: type) -> Any:
@@ -123,6 +137,8 @@ class FastMemory:
             self.record(turn, reply)  # type: ignore[misc]
         except HeadroomMemoryError as exc:
             logger.error("could not queue the turn for extraction: %s", exc)
+        except Exception:
+            logger.exception("could not queue the turn for extraction")
 
 
 class _Proxy:

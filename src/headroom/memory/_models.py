@@ -20,6 +20,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "normalize_text",
     "validate_text",
+    "is_encodable",
     "validate_category",
     "validate_user_id",
     "validate_metadata",
@@ -67,9 +68,20 @@ def normalize_text(text: str) -> str:
     return _SPACE.sub(" ", text).strip().casefold()
 
 
+def is_encodable(text: str) -> bool:
+    """False for a string holding a lone surrogate (``"\\ud800"``): not text UTF-8 can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_text(text: object) -> str:
     if not isinstance(text, str):
         raise InvalidInputError(f"memory text must be a string, not {type(text).__name__}")
+    if not is_encodable(text):
+        raise InvalidInputError("memory text holds a lone surrogate; it is not valid Unicode text")
     stripped = text.strip()
     if not stripped:
         raise InvalidInputError("memory text is empty")
@@ -91,6 +103,8 @@ def validate_category(category: object) -> Category:
 def validate_user_id(user_id: object) -> str:
     if not isinstance(user_id, str) or not user_id.strip():
         raise InvalidInputError("user_id must be a non-empty string")
+    if not is_encodable(user_id):
+        raise InvalidInputError("user_id holds a lone surrogate; it is not valid Unicode text")
     if len(user_id) > MAX_USER_ID_CHARS:
         raise InvalidInputError(f"user_id is longer than {MAX_USER_ID_CHARS} characters")
     return user_id

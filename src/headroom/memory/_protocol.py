@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ._models import CATEGORIES, MAX_TEXT_CHARS, Memory
+from ._models import CATEGORIES, MAX_TEXT_CHARS, Memory, is_encodable
 
 __all__ = [
     "INSTRUCTION",
@@ -49,6 +49,7 @@ OPEN, CLOSE = "<memory>", "</memory>"
 MAX_BLOCK_CHARS = 20_000
 MAX_MEMORIES_PER_BLOCK = 20
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_LEADING_TAGS = re.compile(r"^(?:\s*<\s*memory\s*>)+", re.IGNORECASE)  # a repeated opening tag
 _REF = re.compile(r"^\[?m?[0-9a-fA-F]{6,32}\]?$")
 
 
@@ -70,15 +71,15 @@ class ParseResult:
 def parse_block(body: str) -> tuple[list[ExtractedMemory], list[str]]:
     """The memories in the inside of one block, and what was wrong with it."""
     problems: list[str] = []
-    body = _FENCE.sub("", body.strip()).strip()
+    body = _FENCE.sub("", _LEADING_TAGS.sub("", body).strip()).strip()
     if not body:
         return [], problems
     if len(body) > MAX_BLOCK_CHARS:
         return [], [f"memory block of {len(body)} characters exceeds {MAX_BLOCK_CHARS}; ignored"]
     try:
         data: Any = json.loads(body)
-    except ValueError as exc:
-        return [], [f"memory block is not valid JSON ({exc.msg} at {exc.pos}); ignored"]
+    except (ValueError, RecursionError) as exc:  # also: nesting too deep, an integer too long
+        return [], [f"memory block is not valid JSON ({str(exc)[:120]}); ignored"]
     if isinstance(data, dict):
         data = data.get("memories", [])
     if isinstance(data, (str, dict)):
@@ -101,6 +102,9 @@ def parse_block(body: str) -> tuple[list[ExtractedMemory], list[str]]:
         if len(text.strip()) > MAX_TEXT_CHARS:
             problems.append(f"memory item of {len(text)} characters skipped")
             continue
+        if not is_encodable(text):
+            problems.append("memory item holding a lone surrogate (not valid Unicode text) skipped")
+            continue
         if category not in CATEGORIES:
             problems.append(f"memory category {category!r} is not one of {CATEGORIES}; stored as fact")
             category = "fact"
@@ -113,22 +117,48 @@ def parse_block(body: str) -> tuple[list[ExtractedMemory], list[str]]:
     return memories, problems
 
 
-def _partial_tag_start(text: str) -> int:
+#: Tags are matched case-insensitively, with white space allowed inside (``<memory >``, ``</ memory>``).
+_TAG = re.compile(r"<\s*(/?)\s*memory\s*>", re.IGNORECASE)
+_CLOSE_TAG = re.compile(r"<\s*/\s*memory\s*>", re.IGNORECASE)
+#: What could still grow into a tag, and how long it may be (a tag padded further is not one).
+_TAG_START = re.compile(r"<\s*/?\s*(?:m(?:e(?:m(?:o(?:r(?:y\s*)?)?)?)?)?)?", re.IGNORECASE)
+MAX_TAG_CHARS = 24
+
+
+def _tag_start(text: str) -> int:
     """Index where a suffix of ``text`` could still grow into a tag, else ``len(text)``."""
-    lowered = text[-len(CLOSE):].lower()
-    offset = len(text) - len(lowered)
-    for i in range(len(lowered)):
-        tail = lowered[i:]
-        if OPEN.startswith(tail) or CLOSE.startswith(tail):
-            return offset + i
+    start = max(0, len(text) - MAX_TAG_CHARS)
+    while (i := text.find("<", start)) >= 0:
+        if _TAG_START.fullmatch(text, i):
+            return i
+        start = i + 1
     return len(text)
+
+
+def _opens_block(after: str) -> bool | None:
+    """Whether an opening tag followed by ``after`` starts a block: only a tag followed by JSON (or a
+    code fence, or its closing tag) does, so an answer that mentions ``<memory>`` keeps its text.
+    None while ``after`` is too short to tell."""
+    body = after.lstrip()
+    if not body:
+        return None
+    if body[0] in '[{"' or body.startswith("```") or _CLOSE_TAG.match(body):
+        return True
+    again = _TAG.match(body)
+    if again is not None and not again.group(1):  # "<memory><memory>{...": as the second one does
+        return _opens_block(body[again.end():])
+    if "```".startswith(body) or (_TAG_START.fullmatch(body) and len(body) <= MAX_TAG_CHARS):
+        return None
+    return False
 
 
 class BlockParser:
     """Incremental stripper: ``feed`` returns text that is safe to show now, ``finish`` the rest.
 
-    Only what could still be the start of a tag (and white space right before it) is held back, so
-    text reaches the caller without visible delay. Tags are matched case-insensitively.
+    Only what could still be the start of a block (a partial tag, or an opening tag whose next
+    characters are not here yet, with the white space before it) is held back, so text reaches the
+    caller without visible delay. A tag that does not start a block, and a closing tag outside
+    one, are the answer's own text and pass through.
     """
 
     def __init__(self) -> None:
@@ -138,7 +168,7 @@ class BlockParser:
         self._pending = ""  # text not yet shown (outside) or the block body so far (inside)
         self._inside = False
         self._oversized = False
-        self._tail = ""  # the last characters shown, which may meet the text after a removed tag
+        self._tail = ""  # the last characters shown, which may meet the text after a removed block
         self._after_cut = False
 
     def feed(self, chunk: str) -> str:
@@ -146,61 +176,66 @@ class BlockParser:
         shown: list[str] = []
         while True:
             if self._inside:
-                end = self._pending.lower().find(CLOSE)
-                if end < 0:
+                close = _CLOSE_TAG.search(self._pending)
+                if close is None:
                     self._guard_size()
                     break
-                self._close_block(self._pending[:end])
-                self._pending = self._pending[end + len(CLOSE):]
+                self._close_block(self._pending[:close.start()])
+                self._pending = self._pending[close.end():]
                 self._after_cut = True
                 continue
             if self._after_cut:
                 joined = self._joined_tag()
-                if joined is None:  # the text after a removed tag might still complete one
+                if joined is None:  # the text after a removed block might still complete a tag
                     break
                 if joined:
                     continue
-            lowered = self._pending.lower()
-            start = lowered.find(OPEN)
-            stray = lowered.find(CLOSE)
-            if stray >= 0 and (start < 0 or stray < start):  # a closing tag with no opening: drop it
-                self._show(shown, self._pending[:stray].rstrip())
-                self._pending = self._pending[stray + len(CLOSE):]
-                self._after_cut = True
-                continue
-            if start >= 0:
-                self._show(shown, self._pending[:start].rstrip())
-                self._pending = self._pending[start + len(OPEN):]
+            tag = _TAG.search(self._pending)
+            if tag is None:
+                keep = _tag_start(self._pending)
+                visible = self._pending[:keep].rstrip()  # white space just before a tag is held back too
+                self._show(shown, visible)
+                self._pending = self._pending[len(visible):]
+                break
+            opens = None if tag.group(1) else _opens_block(self._pending[tag.end():])
+            if opens is None and not tag.group(1):  # wait for what follows the tag
+                visible = self._pending[:tag.start()].rstrip()
+                self._show(shown, visible)
+                self._pending = self._pending[len(visible):]
+                break
+            if opens:
+                self._show(shown, self._pending[:tag.start()].rstrip())
+                self._pending = self._pending[tag.end():]
                 self._inside = True
                 continue
-            keep = _partial_tag_start(self._pending)
-            visible = self._pending[:keep].rstrip()  # white space just before a tag is held back too
-            self._show(shown, visible)
-            self._pending = self._pending[len(visible):]
-            break
+            self._show(shown, self._pending[:tag.end()])  # the answer's own text
+            self._pending = self._pending[tag.end():]
         return "".join(shown)
 
     def _show(self, shown: list[str], text: str) -> None:
         if text:
             shown.append(text)
-            self._tail = (self._tail + text)[-len(CLOSE):]
+            self._tail = (self._tail + text)[-MAX_TAG_CHARS:]
 
     def _joined_tag(self) -> bool | None:
-        """After a tag was removed, the text shown before it and the text after it meet: a tag they
-        form together (``<`` + ``memory>``) counts as a tag. True if one was consumed, None if the
-        pending text is too short to tell, False if none can form."""
-        tail, pending = self._tail.lower(), self._pending.lower()
-        for tag in (OPEN, CLOSE):
-            for k in range(1, len(tag)):
-                if not tail.endswith(tag[:k]):
-                    continue
-                rest = tag[k:]
-                if pending.startswith(rest):
-                    self._pending = self._pending[len(rest):]
-                    self._inside = tag == OPEN
-                    return True
-                if rest.startswith(pending):
+        """After a block was removed, the text shown before it and the text after it meet: an
+        opening tag they form together (``<`` + ``memory>{...``) still opens a block. True if one
+        was consumed, None if the pending text is too short to tell, False if none can form."""
+        start = self._tail.find("<")
+        while start >= 0:
+            joined = self._tail[start:] + self._pending
+            tag = _TAG.match(joined)
+            if tag is not None and not tag.group(1) and tag.end() > len(self._tail) - start:
+                opens = _opens_block(joined[tag.end():])
+                if opens is None:
                     return None
+                if opens:
+                    self._pending = joined[tag.end():]
+                    self._inside = True
+                    return True
+            elif tag is None and _TAG_START.fullmatch(joined) and len(joined) <= MAX_TAG_CHARS:
+                return None
+            start = self._tail.find("<", start + 1)
         self._after_cut = False
         return False
 
@@ -210,7 +245,7 @@ class BlockParser:
             if not self._oversized:
                 self.problems.append(f"memory block exceeds {MAX_BLOCK_CHARS} characters; ignored")
                 self._oversized = True
-            self._pending = self._pending[-len(CLOSE):]
+            self._pending = self._pending[-MAX_TAG_CHARS:]
 
     def _close_block(self, body: str) -> None:
         self.blocks += 1

@@ -27,6 +27,38 @@ class _StreamShell:
         self._on_end = on_end  # called once with the filter when the stream ends well or is closed
         self._ready: deque[Any] = deque()  # items the filter produced, not yet handed out
         self._done = False
+        self._broken = False  # the filter failed once: items pass through untouched from then on
+        self._ended = False  # the SDK's stream is exhausted; ``_ready`` holds the last items
+
+    def _process(self, item: Any) -> list[Any]:
+        """The filter's items for one of the SDK's; a failing filter costs the caller nothing."""
+        if self._broken:
+            return [item]
+        try:
+            return self._filter.process(item)
+        except Exception:
+            logger.exception("memory stream filter failed; the rest of the stream passes untouched")
+            self._broken = True
+            return [item]
+
+    def _tail(self) -> list[Any]:
+        """What the filter still holds when the SDK's stream ends."""
+        self._ended = True
+        if self._broken:
+            return []
+        try:
+            return self._filter.end()
+        except Exception:
+            logger.exception("memory stream filter failed at the end of the stream")
+            self._broken = True
+            return []
+
+    def _handle_end(self) -> None:
+        try:
+            if not self._broken:
+                self._on_end(self._filter)
+        except Exception:
+            logger.exception("storing the memories of a stream failed; the caller's stream is unaffected")
 
     def _end(self, ok: bool) -> bool:
         """True once, when the stream's end should be handled; never after a failure."""
@@ -57,20 +89,23 @@ class MemoryStream(_StreamShell):
 
     def __next__(self) -> Any:
         while not self._ready:
+            if self._ended:
+                self._finish()
+                raise StopIteration
             try:
                 item = next(self._iterator)
             except StopIteration:
-                self._finish()
-                raise
+                self._ready.extend(self._tail())
+                continue
             except BaseException:
                 self._end(False)
                 raise
-            self._ready.extend(self._filter.process(item))
+            self._ready.extend(self._process(item))
         return self._ready.popleft()
 
     def _finish(self) -> None:
         if self._end(True):
-            self._on_end(self._filter)
+            self._handle_end()
 
     def close(self) -> None:
         """Close the SDK's stream; what arrived complete is parsed and stored."""
@@ -98,20 +133,23 @@ class AsyncMemoryStream(_StreamShell):
 
     async def __anext__(self) -> Any:
         while not self._ready:
+            if self._ended:
+                await self._finish()
+                raise StopAsyncIteration
             try:
                 item = await self._iterator.__anext__()
             except StopAsyncIteration:
-                await self._finish()
-                raise
+                self._ready.extend(self._tail())
+                continue
             except BaseException:
                 self._end(False)
                 raise
-            self._ready.extend(self._filter.process(item))
+            self._ready.extend(self._process(item))
         return self._ready.popleft()
 
     async def _finish(self) -> None:
         if self._end(True):
-            await asyncio.to_thread(self._on_end, self._filter)
+            await asyncio.to_thread(self._handle_end)
 
     async def close(self) -> None:
         """Close the SDK's stream; what arrived complete is parsed and stored."""
