@@ -181,3 +181,24 @@ def test_async_client_extracts_through_its_sync_twin(server, tmp_path):
 
     text, memories = asyncio.run(main())
     assert text == "Thanks, noted: Uses Pulsar." and memories == ["Uses Pulsar"]
+
+
+def test_clear_forgets_queued_and_failed_extractions(server, model, tmp_path):
+    """Forgetting a user also drops the turns waiting for extraction, and the failed ones that
+    still hold the raw conversation: nothing comes back after flush."""
+    client = client_for(server, tmp_path, retry=RetryPolicy(max_attempts=1))
+    model.fail = True
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer tea."}])
+    client.memory.flush(timeout=10)
+    assert client.memory.stats()["failed_extractions"] == 1
+    model.fail, model.hold = False, 0.5
+    for text in ("I prefer Go for CLIs.", "I prefer dark mode."):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
+    assert client.memory.clear() == 0
+    assert client.memory.flush(timeout=20) is True
+    assert client.memory.get_all() == []
+    stats = client.memory.stats()
+    assert stats["pending_extractions"] == 0 and stats["failed_extractions"] == 0
+    rows = client.memory.store.query("SELECT count(*) FROM extraction_jobs WHERE user_id = 'alice'", ())
+    assert rows[0][0] == 0
+    client.close()

@@ -26,6 +26,7 @@ from ._models import (
     Category,
     Memory,
     Source,
+    is_encodable,
     new_id,
     utcnow,
     validate_category,
@@ -81,6 +82,8 @@ class UserMemory:
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("search query must be a non-empty string")
+        if not is_encodable(query):
+            raise InvalidInputError("search query holds a lone surrogate; it is not valid Unicode text")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInputError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
         if category is not None:
@@ -192,7 +195,7 @@ class UserMemory:
             id=new_id(),
             user_id=self.user_id,
             text=validate_text(item.get("text", item.get("content"))),
-            category=validate_category(item.get("category") or "fact"),
+            category=validate_category("fact" if item.get("category") is None else item.get("category")),
             created_at=validate_time(item.get("said_at"), now),
             updated_at=now,
             source=source,

@@ -135,9 +135,13 @@ def validate_time(value: object, default: datetime) -> datetime:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         else:
             raise TypeError(type(value).__name__)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        # What is stored is POSIX seconds, read back in UTC: both ways must work, for every read later.
+        datetime.fromtimestamp(moment.timestamp(), timezone.utc)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise InvalidInputError(f"said_at must be a datetime, an ISO 8601 string or epoch seconds: {exc}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise InvalidInputError(f"said_at must be a datetime, an ISO 8601 string or epoch seconds "
+                                f"from year 1 to 9999 in UTC: {exc}") from None
+    return moment
 
 
 def new_id() -> str:

@@ -277,9 +277,21 @@ def parse_reply(text: str) -> ParseResult:
     return ParseResult(clean, parser.memories, parser.problems)
 
 
+#: Characters a memory's text may not show a model as they are: they would start a line, a tag or
+#: a reference of their own (the memory's text came from a user or a model, either may be hostile).
+_NEUTRAL = str.maketrans({"<": "\u2039", ">": "\u203a", "[": "(", "]": ")"})
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line that cannot close the block it sits in nor forge another entry: white
+    space runs (line breaks included) become one space, and tag and reference brackets are
+    replaced by look-alikes."""
+    return " ".join(text.split()).translate(_NEUTRAL)
+
+
 def _line(memory: Memory) -> str:
     """One remembered memory as a model sees it: reference, category, text, and when it was said."""
-    return f"- [{memory.ref}] [{memory.category}] {memory.text} (said {memory.created_at:%Y-%m-%d})"
+    return f"- [{memory.ref}] [{memory.category}] {one_line(memory.text)} (said {memory.created_at:%Y-%m-%d})"
 
 
 def format_injection(memories: Sequence[tuple[Memory, float]]) -> str:

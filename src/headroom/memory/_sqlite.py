@@ -111,6 +111,8 @@ class SQLiteStore:
         embedding_dim: int,
         busy_timeout: float = 30.0,
     ) -> None:
+        if path is not None and "\x00" in os.fspath(path):
+            raise InvalidInputError("db_path holds a NUL character")
         self.path = str(Path(path).expanduser() if path is not None else default_db_path())
         self.embedding_model = embedding_model
         self.embedding_dim = embedding_dim
