@@ -5,6 +5,8 @@ import pytest
 
 from headroom.memory import HashEmbedder, LocalEmbedder, open_memory
 
+from .spec_examples import DOCS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -32,3 +34,9 @@ def hashed(db_path):
     """A memory on a cheap deterministic embedder, for tests of logic that need no meaning."""
     with open_memory("alice", db_path, embedder=HashEmbedder()) as memory:
         yield memory
+
+
+@pytest.fixture(params=DOCS, ids=lambda path: path.stem)
+def doc(request):
+    """A document whose examples must run: the repository's guide, and the spec where it is present."""
+    return request.param

@@ -59,11 +59,11 @@ def client_for(server, tmp_path, **kw):
                        db_path=str(tmp_path / "bg.db"), **kw)
 
 
-def test_spec_background_example(server, tmp_path, monkeypatch):
+def test_spec_background_example(doc, server, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.chdir(tmp_path)
-    (code,) = examples("### 2. Background Memory (Separate Extraction)")
+    (code,) = examples("### 2. Background Memory (Separate Extraction)", doc)
     namespace: dict = {}
     exec("from openai import OpenAI\n" + code, namespace)
     client = namespace["client"]

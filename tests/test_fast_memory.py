@@ -43,8 +43,8 @@ def run(code: str) -> dict:
 # -- the spec's examples, as written -----------------------------------------------------------------
 
 
-def test_quick_start(server, capsys):
-    (code,) = examples("### Zero-Latency Memory (Recommended)")
+def test_quick_start(doc, server, capsys):
+    (code,) = examples("### Zero-Latency Memory (Recommended)", doc)
     ns = run(code)
     first, second = server.chat_requests()
     assert "<memory>" in system_text(first) and "<remembered_context>" not in user_text(first)
@@ -55,15 +55,15 @@ def test_quick_start(server, capsys):
     assert "Python" in answer and "<memory" not in answer
 
 
-def test_memory_api_section(server, capsys):
-    (code,) = examples("## Memory API")
+def test_memory_api_section(doc, server, capsys):
+    (code,) = examples("## Memory API", doc)
     ns = run(code)
     assert capsys.readouterr().out.strip() == "Total memories: 0"  # cleared just before stats
     assert ns["all_memories"][0].text == "User is a senior engineer"
 
 
-def test_multi_turn_example(server, capsys):
-    (code,) = examples("## Example: Multi-Turn Conversation")
+def test_multi_turn_example(doc, server, capsys):
+    (code,) = examples("## Example: Multi-Turn Conversation", doc)
     ns = run(code)
     stored = {m.text for m in ns["client"].memory.get_all()}
     assert stored == {"Is a Python developer", "Works at a fintech startup", "Uses PostgreSQL"}
@@ -74,8 +74,8 @@ def test_multi_turn_example(server, capsys):
     assert "<memory" not in ns["response"].choices[0].message.content
 
 
-def test_multi_user_isolation(server):
-    (code,) = examples("## Multi-User Isolation")
+def test_multi_user_isolation(doc, server):
+    (code,) = examples("## Multi-User Isolation", doc)
     ns = run(code)
     alice, bob = ns["alice_client"], ns["bob_client"]
     alice.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "I prefer Rust for CLIs."}])

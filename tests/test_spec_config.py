@@ -17,6 +17,7 @@ def env(monkeypatch, tmp_path, local_embedder):
         monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         monkeypatch.setenv("GROQ_API_KEY", "gsk-test")
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
         monkeypatch.setenv("GROQ_BASE_URL", srv.base_url.removesuffix("/v1"))
         monkeypatch.setenv("HEADROOM_MEMORY_DB", str(tmp_path / "default.db"))
         monkeypatch.chdir(tmp_path)
@@ -31,7 +32,7 @@ def run(code: str) -> dict:
 
 @pytest.mark.parametrize("heading", [
     "### 1. Fast Memory (Inline Extraction)", "### Retrieval"])
-def test_fast_memory_options(env, heading):
+def test_fast_memory_options(doc, env, heading):
     (code,) = examples(heading)
     client = run(code)["client"]
     assert isinstance(client, MemoryClient)
@@ -39,18 +40,18 @@ def test_fast_memory_options(env, heading):
     assert [m.text for m in client.memory.get_all()] == ["Prefers vim"]
 
 
-def test_storage_examples(env):
+def test_storage_examples(doc, env):
     server, tmp_path = env
-    (code,) = examples("### Storage")
+    (code,) = examples("### Storage", doc)
     # The second example writes to /data/memories.db; here /data is the test's own directory.
     ns = run(code.replace("/data/", f"{tmp_path}/data/"))
     assert ns["client"].memory.stats()["db_path"] == f"{tmp_path}/data/memories.db"
     assert (tmp_path / "memory.db").is_file() and (tmp_path / "data" / "memories.db").is_file()
 
 
-def test_embedding_examples(env):
+def test_embedding_examples(doc, env):
     server, tmp_path = env
-    (code,) = examples("### Embeddings")
+    (code,) = examples("### Embeddings", doc)
     # The two examples share the default file, and one file keeps one embedding model: give the
     # second its own file, as a user switching models must.
     cut = code.index("# OpenAI embeddings")
@@ -63,8 +64,8 @@ def test_embedding_examples(env):
     assert any(r.path == "/v1/embeddings" for r in server.requests)
 
 
-def test_providers_example(env):
-    (code,) = examples("## Providers")
+def test_providers_example(doc, env):
+    (code,) = examples("## Providers", doc)
     runnable = "\n".join(line for line in code.splitlines() if "YourClient" not in line)
     ns = run(runnable.replace('base_url="..."', "base_url=None"))
     assert type(ns["client"]) in (MemoryClient, AsyncMemoryClient)

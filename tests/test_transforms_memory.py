@@ -26,11 +26,11 @@ def long_conversation(turns: int = 400) -> list[dict]:
     return messages
 
 
-def test_spec_compression_example(server, monkeypatch, tmp_path):
+def test_spec_compression_example(doc, server, monkeypatch, tmp_path):
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("HEADROOM_MEMORY_DB", str(tmp_path / "spec.db"))
-    (code,) = examples("## How Memory Enables Compression")
+    (code,) = examples("## How Memory Enables Compression", doc)
     very_long_conversation = long_conversation()
     namespace = {"very_long_conversation": very_long_conversation}
     exec("from openai import OpenAI\n" + code, namespace)
