@@ -9,4 +9,6 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 .venv/bin/python -m pip install -q -e '.[all,test]'
+# Export the local embedding model to ONNX now, not on an application's first call.
+HF_HUB_OFFLINE=1 .venv/bin/headroom-memory warmup
 echo "set-up done: .venv"

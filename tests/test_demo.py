@@ -34,3 +34,15 @@ def test_demo_against_an_endpoint(tmp_path):
     assert "SCRIPTED STAND-IN" not in out and f"my-model at {server.base_url}" in out
     assert [body["model"] for body in server.chat_requests()] == ["my-model", "my-model"]
     assert "Uses PostgreSQL" in server.chat_requests()[1]["messages"][-1]["content"]
+
+
+def test_warmup_exports_the_model_once(tmp_path):
+    env = {**os.environ, "HEADROOM_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run([sys.executable, "-m", "headroom.cli", "warmup"], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "exporting it to ONNX once" in first.stdout and "ready (onnx)" in first.stdout
+    assert list((tmp_path / "cache").glob("*.onnx"))
+    again = subprocess.run([sys.executable, "-m", "headroom.cli", "warmup"], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert again.returncode == 0 and "exporting" not in again.stdout and "ready (onnx)" in again.stdout

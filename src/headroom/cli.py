@@ -1,4 +1,5 @@
-"""The ``headroom-memory`` command: ``demo`` runs the spec's multi-turn example end to end."""
+"""The ``headroom-memory`` command: ``demo`` runs the spec's multi-turn example end to end;
+``warmup`` prepares the local embedding model so the first call of an application is fast."""
 
 from __future__ import annotations
 
@@ -119,6 +120,26 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def warmup(args: argparse.Namespace) -> int:
+    """Prepare the local embedding model (export to ONNX, check it), so the first call is fast."""
+    from headroom.memory import EmbedderUnavailableError, LocalEmbedder
+    from headroom.memory._local_model import onnx_cache_path
+
+    path = onnx_cache_path()
+    _say("Preparing the local embedding model (all-MiniLM-L6-v2)...")
+    if not path.is_file():
+        _say(f"exporting it to ONNX once, under {path.parent} (about 10 s)...")
+    started = time.perf_counter()
+    try:
+        embedder = LocalEmbedder()
+        embedder.embed(["warm up"])
+    except EmbedderUnavailableError as exc:
+        _say(f"the local model is not available here: {exc}")
+        return 1
+    _say(f"ready ({embedder.backend}) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="headroom-memory", description="Persistent memory for LLM applications.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", default="gpt-4o-mini", help="model name (default: gpt-4o-mini)")
     run.add_argument("--db-path", help="memory file (default: a new temporary file)")
     run.add_argument("--user-id", default="developer_jane")
+    run.set_defaults(handler=demo)
+    prepare = commands.add_parser("warmup", help="prepare the local embedding model once (ONNX export)")
+    prepare.set_defaults(handler=warmup)
     args = parser.parse_args(argv)
-    return demo(args)
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":
