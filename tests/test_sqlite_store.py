@@ -161,3 +161,26 @@ def test_keyword_search_is_per_user_even_when_others_crowd_the_file(db_path):
     assert [m.id for m, _ in alice.search("coffee", top_k=1)] == [mine.id]
     assert [m.text for m, _ in alice.search("coffee", top_k=5, category="fact")] == ["Owns a bicycle"]
     assert all(m.user_id == "bob" for m, _ in bob.search("coffee", top_k=10))
+
+
+def test_index_cache_is_bounded_in_bytes_and_reloads_what_it_dropped(tmp_path, monkeypatch):
+    from headroom.memory import HashEmbedder, InvalidInputError, SQLiteStore, open_memory
+
+    embedder = HashEmbedder(384)
+    store = SQLiteStore(str(tmp_path / "lru.db"), embedding_model=embedder.name, embedding_dim=384,
+                        index_cache_bytes=500_000)
+    users = [open_memory(f"user{u}", store=store, embedder=embedder) for u in range(40)]
+    for u, memory in enumerate(users):
+        memory.add_many([f"user {u} keeps fact {i}" for i in range(40)])
+    for u, memory in enumerate(users):
+        assert memory.search(f"user {u} keeps fact 7", top_k=1)[0][0].text == f"user {u} keeps fact 7"
+        assert store._indexes.nbytes <= 500_000 and len(store._indexes) < 40
+    assert users[0].search("user 0 keeps fact 3", top_k=1)[0][0].text == "user 0 keeps fact 3"  # reloaded
+    big = open_memory("big", store=store, embedder=embedder)
+    big.add_many([f"big fact {i}" for i in range(400)])  # alone over the budget: still cached while in use
+    assert big.search("big fact 12", top_k=1)[0][0].text == "big fact 12"
+    assert list(store._indexes) == ["big"]
+    monkeypatch.setenv("HEADROOM_INDEX_CACHE_MB", "lots")
+    with pytest.raises(InvalidInputError, match="HEADROOM_INDEX_CACHE_MB"):
+        SQLiteStore(str(tmp_path / "other.db"), embedding_model=embedder.name, embedding_dim=384)
+    store.close()

@@ -7,19 +7,23 @@ signatures first. The store owns the index and its lock; this module knows nothi
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from itertools import repeat
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ._models import CATEGORIES, Memory
 from ._scoring import Scoring, bm25, token_count
 
-__all__ = ["VectorIndex", "single_blas_thread", "signatures", "max_distance", "SIGNATURE_BITS", "MISS_PROBABILITY"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["VectorIndex", "IndexCache", "single_blas_thread", "signatures", "max_distance", "SIGNATURE_BITS", "MISS_PROBABILITY"]
 
 _CATEGORY_CODE = {name: code for code, name in enumerate(CATEGORIES)}
 
@@ -79,6 +83,10 @@ def max_distance(min_score: float) -> int:
     return SIGNATURE_BITS
 
 
+#: A rough size of one memory object with its text and its entries in the lookup tables.
+_OBJECT_BYTES = 600
+
+
 class VectorIndex:
     """One user's live memories and their vectors; ``version`` is the store's change counter it reflects.
 
@@ -103,9 +111,16 @@ class VectorIndex:
         self._keys: list[int] = []
         self._row: dict[str, int] = {}
         self._row_of_key: dict[int, int] = {}
+        self._signed = 0  # rows below this have their signature; the rest get it when ``nearest`` needs it
 
     def __len__(self) -> int:
         return len(self._memories)
+
+    @property
+    def nbytes(self) -> int:
+        """About how much memory the index holds: its arrays, plus a rough figure per memory object."""
+        arrays = self._matrix.nbytes + self._signs.nbytes + self._codes.nbytes + self._lengths.nbytes
+        return arrays + self._created.nbytes + _OBJECT_BYTES * len(self._memories)
 
     def _grow(self, extra: int) -> None:
         needed = len(self._memories) + extra
@@ -129,7 +144,6 @@ class VectorIndex:
         self._grow(len(memories))
         start, end = len(self._memories), len(self._memories) + len(memories)
         self._matrix[:, start:end] = vectors.T
-        self._signs[:, start:end] = signatures(vectors)
         self._codes[start:end] = [_CATEGORY_CODE[m.category] for m in memories]
         self._lengths[start:end] = [token_count(m.text) for m in memories]
         self._created[start:end] = [m.created_at.timestamp() for m in memories]
@@ -150,7 +164,8 @@ class VectorIndex:
         self._created[row] = memory.created_at.timestamp()
         if vector is not None:
             self._matrix[:, row] = vector
-            self._signs[:, row] = signatures(vector[None])[:, 0]
+            if row < self._signed:
+                self._signs[:, row] = signatures(vector[None])[:, 0]
 
     def remove(self, memory_id: str) -> None:
         """Drop one row by moving the last row into its place."""
@@ -165,13 +180,17 @@ class VectorIndex:
             self._keys[row] = self._keys[last]
             self._matrix[:, row] = self._matrix[:, last]
             self._codes[row] = self._codes[last]
-            self._signs[:, row] = self._signs[:, last]
+            if last < self._signed:
+                self._signs[:, row] = self._signs[:, last]
+            elif row < self._signed:
+                self._signs[:, row] = signatures(self._matrix[:, row][None])[:, 0]
             self._lengths[row] = self._lengths[last]
             self._created[row] = self._created[last]
             self._row[moved.id] = row
             self._row_of_key[self._keys[row]] = row
         self._memories.pop()
         self._keys.pop()
+        self._signed = min(self._signed, last)
 
     def search(self, query: np.ndarray, top_k: int, category: str | None = None,
                matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
@@ -209,6 +228,10 @@ class VectorIndex:
         n = len(self._memories)
         if n == 0:
             return None
+        if self._signed < n:  # signatures are made when first needed: a search never needs them
+            with _BLAS_LOCK, single_blas_thread():
+                self._signs[:, self._signed:n] = signatures(np.ascontiguousarray(self._matrix[:, self._signed:n].T))
+            self._signed = n
         mine = signatures(query[None])[:, 0]
         distance = np.bitwise_count(self._signs[0, :n] ^ mine[0])
         for word in range(1, _WORDS):
@@ -222,6 +245,61 @@ class VectorIndex:
         if scores[best] < np.float32(min_score):
             return None
         return self._memories[rows[best]], float(scores[best])
+
+
+class IndexCache:
+    """Users' indexes, least recently used first, kept under a budget in bytes.
+
+    The index used last always stays, even alone over the budget: evicting it would only make its
+    next search load it again. Sizes are counted when an index is put or touched (after a write).
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._items: OrderedDict[str, VectorIndex] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._total = 0
+
+    def get(self, user_id: str) -> VectorIndex | None:
+        return self._items.get(user_id)
+
+    def put(self, user_id: str, index: VectorIndex) -> None:
+        self.pop(user_id)
+        self._items[user_id] = index
+        self.touch(user_id)
+
+    def touch(self, user_id: str) -> None:
+        """Mark the user's index as used now and count its size again (a write may have grown it)."""
+        index = self._items.get(user_id)
+        if index is None:
+            return
+        self._items.move_to_end(user_id)
+        size = index.nbytes
+        self._total += size - self._sizes.get(user_id, 0)
+        self._sizes[user_id] = size
+        while self._total > self.budget and len(self._items) > 1:
+            evicted, _ = self._items.popitem(last=False)
+            self._total -= self._sizes.pop(evicted)
+            logger.debug("index of user %r evicted from the cache", evicted)
+
+    def pop(self, user_id: str) -> None:
+        if self._items.pop(user_id, None) is not None:
+            self._total -= self._sizes.pop(user_id)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._sizes.clear()
+        self._total = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._total
 
 
 def _best(scores: np.ndarray, k: int) -> np.ndarray:

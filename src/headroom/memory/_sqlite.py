@@ -27,7 +27,7 @@ from ._errors import (
     NotFoundError,
     StorageError,
 )
-from ._index import VectorIndex
+from ._index import IndexCache, VectorIndex
 from ._migrations import MIGRATIONS
 from ._models import Memory, new_id, normalize_text
 from ._scoring import Scoring, near_duplicate
@@ -38,6 +38,19 @@ logger = logging.getLogger(__name__)
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _COLUMNS = "id, user_id, text, category, source, metadata, created_at, updated_at, superseded_by, superseded_at"
+
+
+#: The default memory budget of a store's cached indexes (``$HEADROOM_INDEX_CACHE_MB`` overrides it):
+#: at 384 dimensions about 120,000 memories, of one user or of many.
+DEFAULT_INDEX_CACHE_MB = 256
+
+
+def default_cache_bytes() -> int:
+    value = os.environ.get("HEADROOM_INDEX_CACHE_MB")
+    try:
+        return int(float(value) * 2**20) if value else DEFAULT_INDEX_CACHE_MB * 2**20
+    except ValueError:
+        raise InvalidInputError(f"HEADROOM_INDEX_CACHE_MB must be a number of megabytes, not {value!r}") from None
 
 
 def default_db_path() -> Path:
@@ -110,6 +123,7 @@ class SQLiteStore:
         embedding_model: str,
         embedding_dim: int,
         busy_timeout: float = 30.0,
+        index_cache_bytes: int | None = None,
     ) -> None:
         if path is not None and "\x00" in os.fspath(path):
             raise InvalidInputError("db_path holds a NUL character")
@@ -117,7 +131,7 @@ class SQLiteStore:
         self.embedding_model = embedding_model
         self.embedding_dim = embedding_dim
         self._lock = threading.RLock()
-        self._indexes: dict[str, VectorIndex] = {}
+        self._indexes = IndexCache(index_cache_bytes if index_cache_bytes is not None else default_cache_bytes())
         self._verified: set[str] = set()  # users whose index was checked since data_version moved
         self._create_file()
         self._db = self._connect(busy_timeout)
@@ -290,6 +304,7 @@ class SQLiteStore:
         if index is None:
             return self._index_after_write(user_id, version)
         index.version = version
+        self._indexes.touch(user_id)  # it may have grown: count it again against the cache budget
         return index
 
     def _index_after_write(self, user_id: str, version: int) -> VectorIndex | None:
@@ -298,7 +313,7 @@ class SQLiteStore:
         if index is not None and index.version == version - 1:
             index.version = version
             return index
-        self._indexes.pop(user_id, None)  # someone else wrote in between: reload on next search
+        self._indexes.pop(user_id)  # someone else wrote in between: reload on next search
         return None
 
     def _index(self, user_id: str) -> VectorIndex:
@@ -313,7 +328,9 @@ class SQLiteStore:
                 index = None
         if index is None:
             index = self._load_index(user_id)
-            self._indexes[user_id] = index
+            self._indexes.put(user_id, index)
+        else:
+            self._indexes.touch(user_id)
         self._verified.add(user_id)
         return index
 
@@ -595,7 +612,7 @@ class SQLiteStore:
                                  (user_id,)).fetchone()
             db.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
             db.execute("DELETE FROM extraction_jobs WHERE user_id = ?", (user_id,))
-            self._indexes[user_id] = VectorIndex(self.embedding_dim, self._bump(db, user_id))
+            self._indexes.put(user_id, VectorIndex(self.embedding_dim, self._bump(db, user_id)))
         return int(live)
 
     def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
