@@ -202,3 +202,47 @@ def test_clear_forgets_queued_and_failed_extractions(server, model, tmp_path):
     rows = client.memory.store.query("SELECT count(*) FROM extraction_jobs WHERE user_id = 'alice'", ())
     assert rows[0][0] == 0
     client.close()
+
+
+def extraction_requests(server):
+    return [r for r in server.requests if r.path == "/v1/chat/completions" and is_extraction(r.body)]
+
+
+def test_the_sync_twin_keeps_the_async_clients_settings(server, tmp_path):
+    import asyncio
+
+    async def main():
+        raw = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-kept", organization="org-kept",
+                                 project="proj-kept", default_headers={"X-Team": "search"},
+                                 default_query={"tenant": "t1"}, timeout=7.0, max_retries=1)
+        client = with_memory(raw, user_id="alice", db_path=str(tmp_path / "twin.db"))
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Kafka."}])
+        assert await client.memory.flush(30) is True
+        await client.close()
+
+    asyncio.run(main())
+    (request,) = extraction_requests(server)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["authorization"] == "Bearer sk-kept" and headers["openai-organization"] == "org-kept"
+    assert headers["openai-project"] == "proj-kept" and headers["x-team"] == "search"
+
+
+def test_an_async_azure_client_extracts_through_its_sync_twin(server, tmp_path):
+    import asyncio
+
+    async def main():
+        raw = openai.AsyncAzureOpenAI(azure_endpoint=server.base_url.removesuffix("/v1"), api_key="az-key",
+                                      api_version="2024-06-01", default_headers={"X-Team": "azure"})
+        client = with_memory(raw, user_id="alice", db_path=str(tmp_path / "azure.db"))
+        response = await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "We use Cosmos DB."}])
+        assert await client.memory.flush(30) is True
+        memories = [m.text for m in await client.memory.get_all()]
+        await client.close()
+        return response.choices[0].message.content, memories
+
+    text, memories = asyncio.run(main())
+    assert text == "Thanks, noted: Uses Cosmos DB." and memories == ["Uses Cosmos DB"]
+    (request,) = extraction_requests(server)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["api-key"] == "az-key" and headers["x-team"] == "azure"

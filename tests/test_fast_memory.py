@@ -7,7 +7,7 @@ import logging
 import openai
 import pytest
 
-from headroom.memory import InvalidInputError, with_fast_memory
+from headroom.memory import InvalidInputError, MemoryBypassWarning, with_fast_memory
 from headroom.scripted_server import ScriptedServer
 
 from .spec_examples import examples
@@ -211,7 +211,13 @@ def test_other_attributes_reach_the_client(client, server):
     assert scoped.memory is client.memory and scoped.timeout == 5
     scoped.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer tea."}])
     assert [m.text for m in client.memory.get_all()] == ["Prefers tea"]
-    assert client.chat.completions.with_raw_response is not None
+    with pytest.warns(MemoryBypassWarning, match="with_raw_response bypasses headroom memory"):
+        raw = client.chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "I prefer coffee."}])
+    assert raw.parse().choices[0].message.content.startswith("Thanks, noted")
+    assert "<memory>" not in system_text(server.chat_requests()[-1])  # no memory on that call
+    with pytest.warns(MemoryBypassWarning, match="stream bypasses"):
+        assert client.chat.completions.stream is not None
 
 
 def test_wrapping_checks_the_client_and_arguments(tmp_path):

@@ -11,7 +11,7 @@ EXPECTED = {
     "InvalidInputError", "LocalEmbedder", "Memory", "MemoryInput", "NotFoundError", "OpenAIEmbedder",
     "SQLiteStore", "Source", "StorageError", "Store", "UserMemory", "default_db_path", "open_memory",
     "with_fast_memory", "MemoryClient", "AsyncMemoryClient", "AsyncUserMemory", "MemoryStream",
-    "AsyncMemoryStream", "with_memory", "RetryPolicy",
+    "AsyncMemoryStream", "with_memory", "RetryPolicy", "MemoryBypassWarning",
 }
 
 

@@ -239,11 +239,13 @@ class ScriptedServer:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"_raw": raw.decode(errors="replace")}
+                # Groq's SDK puts the OpenAI-compatible API under /openai/v1; Azure OpenAI under
+                # /openai/deployments/<name>/..., with the API version in the query.
+                path = self.path.partition("?")[0].removeprefix("/openai")
+                if path.startswith("/deployments/"):
+                    path = "/v1/" + path.split("/", 3)[3]
                 with server._lock:
-                    server.requests.append(
-                        RecordedRequest("POST", self.path.removeprefix("/openai"), dict(self.headers), body))
-                # Groq's SDK puts the OpenAI-compatible API under /openai/v1.
-                path = self.path.removeprefix("/openai")
+                    server.requests.append(RecordedRequest("POST", path, dict(self.headers), body))
                 handler = server.handlers.get(path)
                 if handler is None:
                     status, payload = 404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}

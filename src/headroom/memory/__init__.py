@@ -15,6 +15,7 @@ from ._errors import (
     ForeignDatabaseError,
     HeadroomMemoryError,
     InvalidInputError,
+    MemoryBypassWarning,
     NotFoundError,
     StorageError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidInputError",
     "LocalEmbedder",
     "Memory",
+    "MemoryBypassWarning",
     "MemoryInput",
     "NotFoundError",
     "OpenAIEmbedder",

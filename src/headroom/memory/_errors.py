@@ -15,6 +15,7 @@ __all__ = [
     "EmbeddingError",
     "EmbedderUnavailableError",
     "NotFoundError",
+    "MemoryBypassWarning",
 ]
 
 
@@ -51,3 +52,8 @@ class EmbeddingError(HeadroomMemoryError):
 
 class EmbedderUnavailableError(EmbeddingError):
     """The embedding model cannot be loaded here (missing optional dependency or weights)."""
+
+
+class MemoryBypassWarning(UserWarning):
+    """A call of a wrapped client that reaches the model without memory (``with_raw_response``,
+    ``with_streaming_response``, ``parse``, ``stream``): nothing is injected or stored for it."""

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -19,7 +20,7 @@ from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
 from ._dialects import ANTHROPIC, OPENAI, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
-from ._errors import HeadroomMemoryError, InvalidInputError
+from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
 from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, new_user_texts, prepend_to_message
 from ._models import Memory
 from ._protocol import ExtractedMemory, format_injection
@@ -151,6 +152,10 @@ class _Proxy:
         return getattr(self._wrapped, name)
 
 
+#: Ways to call a model that do not go through ``create``: they reach the SDK without memory.
+BYPASSING = ("with_raw_response", "with_streaming_response", "parse", "stream")
+
+
 class _Create(_Proxy):
     """``chat.completions`` or ``messages`` with memory around ``create``."""
 
@@ -158,6 +163,13 @@ class _Create(_Proxy):
         super().__init__(resource)
         self._core = core
         self._dialect = dialect
+
+    def __getattr__(self, name: str) -> Any:
+        if name in BYPASSING:
+            warnings.warn(f"{name} bypasses headroom memory: nothing is injected or stored for these calls. "
+                          "Use create() for memory, or client.wrapped to bypass it explicitly.",
+                          MemoryBypassWarning, stacklevel=2)
+        return getattr(self._wrapped, name)
 
     def create(self, **kwargs: Any) -> Any:
         request, turn = self._core.before(kwargs, self._dialect)
@@ -284,13 +296,39 @@ def is_async(client: Any) -> bool:
             or type(client).__name__.startswith("Async"))
 
 
+#: What a synchronous twin takes over from an async client: the constructor's parameter, and the
+#: attributes where the SDKs keep it (openai, Azure OpenAI, anthropic).
+_TWIN_SETTINGS = (
+    ("api_key", ("api_key",)), ("auth_token", ("auth_token",)), ("organization", ("organization",)),
+    ("project", ("project",)), ("base_url", ("base_url",)), ("timeout", ("timeout", "_timeout")),
+    ("max_retries", ("max_retries",)), ("default_headers", ("_custom_headers",)),
+    ("default_query", ("_custom_query",)), ("api_version", ("_api_version",)),
+    ("azure_ad_token", ("_azure_ad_token",)),
+)
+
+
 def sync_twin(client: Any) -> Any:
-    """A synchronous client of the same SDK and settings, for the worker threads of an async one."""
+    """A synchronous client of the same SDK and settings (key, endpoint, organization, headers,
+    query, timeout, retries, Azure API version), for the worker threads of an async one.
+
+    An async ``http_client`` cannot serve a synchronous client and an async token provider cannot
+    be called from one: pass ``extraction_client=`` where those matter.
+    """
     module = importlib.import_module(type(client).__module__)
     twin = getattr(module, type(client).__name__.removeprefix("Async"), None)
     if twin is None:
         raise TypeError(f"cannot find a synchronous twin of {type(client).__name__}; pass extraction_client=")
-    return twin(api_key=getattr(client, "api_key", None), base_url=getattr(client, "base_url", None))
+    accepted = inspect.signature(twin.__init__).parameters
+    settings: dict[str, Any] = {}
+    for parameter, places in _TWIN_SETTINGS:
+        value = next((getattr(client, p) for p in places if getattr(client, p, None) is not None), None)
+        if parameter in accepted and value is not None:
+            settings[parameter] = value
+    try:
+        return twin(**settings)
+    except Exception as exc:
+        raise TypeError(f"cannot build a synchronous {twin.__name__} from the async client's settings ({exc}); "
+                        "pass extraction_client=") from exc
 
 
 def _embeddings_client(client: Any) -> Any:
