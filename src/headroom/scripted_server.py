@@ -49,9 +49,9 @@ def _embeddings(body: dict[str, Any], dim: int) -> tuple[int, dict[str, Any]]:
 
 def chat_completion(body: dict[str, Any], replies: list[Any]) -> dict[str, Any]:
     """A chat.completion object with one choice per reply (a string, or a message dict)."""
-    choices = []
+    choices: list[dict[str, Any]] = []
     for i, reply in enumerate(replies):
-        message = {"role": "assistant", "content": reply} if isinstance(reply, str) else {
+        message: dict[str, Any] = {"role": "assistant", "content": reply} if isinstance(reply, str) else {
             "role": "assistant", "content": None, **reply}
         finish = "tool_calls" if message.get("tool_calls") else "stop"
         choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
@@ -291,7 +291,7 @@ class ScriptedServer:
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def script_chat(self, reply: Callable[[dict[str, Any]], Any]) -> None:
         """Answer chat completions with ``reply(body)``: a string, a message dict, or a list (one per choice)."""

@@ -103,7 +103,7 @@ class UserMemory:
         """Every live memory of this user, oldest first."""
         if category is not None:
             validate_category(category)
-        return self.store.list(self.user_id, category)
+        return self.store.list_memories(self.user_id, category)
 
     def stats(self) -> dict[str, Any]:
         counts = self.store.counts(self.user_id)
@@ -126,7 +126,7 @@ class UserMemory:
     def add(
         self,
         text: str,
-        category: Category = "fact",
+        category: Category | None = "fact",
         metadata: Mapping[str, Any] | None = None,
         *,
         source: Source = "manual",

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, overload
 
 from ._api import UserMemory
 from ._deferred import EXIT_WAIT_SECONDS, stop_at_exit
@@ -35,6 +35,9 @@ from ._protocol import extraction_prompt, parse_reply
 from ._queue import Job, JobQueue, LeaseLost, RetryPolicy
 from ._sqlite import SQLiteStore
 from ._store import Store
+
+if TYPE_CHECKING:
+    from ._fast import AsyncClient
 
 __all__ = ["with_memory", "ExtractionWorker", "RetryPolicy"]
 
@@ -188,6 +191,16 @@ class ExtractionWorker:
                 logger.error("extraction job %d failed %d times; kept as failed: %s", job.id, job.attempts + 1, error)
 
 
+@overload
+def with_memory(client: AsyncClient, user_id: str, db_path: str | os.PathLike[str] | None = ..., top_k: int = ...,
+                use_local_embeddings: bool = ..., embedding_model: str = ..., *, min_score: float = ...,
+                embedder: Embedder | None = ..., store: Store | None = ..., extraction_model: str | None = ...,
+                extraction_client: Any = ..., workers: int = ..., retry: RetryPolicy = ...) -> AsyncMemoryClient: ...
+@overload
+def with_memory(client: Any, user_id: str, db_path: str | os.PathLike[str] | None = ..., top_k: int = ...,
+                use_local_embeddings: bool = ..., embedding_model: str = ..., *, min_score: float = ...,
+                embedder: Embedder | None = ..., store: Store | None = ..., extraction_model: str | None = ...,
+                extraction_client: Any = ..., workers: int = ..., retry: RetryPolicy = ...) -> MemoryClient: ...
 def with_memory(
     client: Any,
     user_id: str,

@@ -68,7 +68,7 @@ def _openai_clean(response: Any) -> list[ExtractedMemory]:
     """Strip every choice; the memories come from the first (``n > 1`` must not store alternatives)."""
     extracted: list[ExtractedMemory] | None = None
     for choice in getattr(response, "choices", None) or []:
-        message = getattr(choice, "message", None)
+        message: Any = getattr(choice, "message", None)
         content = getattr(message, "content", None)
         if not isinstance(content, str):
             continue  # tool calls, refusals: nothing to strip
@@ -211,7 +211,7 @@ class EventFilter(_Parsers):
     def process(self, event: Any) -> list[Any]:
         kind = getattr(event, "type", None)
         index = getattr(event, "index", 0)
-        delta = getattr(event, "delta", None)
+        delta: Any = getattr(event, "delta", None)
         is_text = kind == "content_block_delta" and getattr(delta, "type", None) == "text_delta"
         if is_text:
             self._text.append(delta.text)

@@ -14,7 +14,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, overload
 
 from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
@@ -182,7 +182,7 @@ class _Create(_Proxy):
 class _AsyncCreate(_Create):
     """The async twin: the memory work runs in a thread, off the event loop."""
 
-    async def create(self, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def create(self, **kwargs: Any) -> Any:
         request, turn = await asyncio.to_thread(self._core.before, kwargs, self._dialect)
         response = await self._wrapped.create(**request)
         if request.get("stream"):
@@ -362,10 +362,26 @@ def client_memory(
                        embedding_model=embedding_model, store=store)
 
 
+#: The async clients of the SDKs, for type checkers: wrapping one gives an ``AsyncMemoryClient``.
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+    from openai import AsyncOpenAI
+
+    AsyncClient = AsyncOpenAI | AsyncAnthropic
+
+
 def wrap_client(client: Any, core: FastMemory) -> MemoryClient | AsyncMemoryClient:
     return AsyncMemoryClient(client, core) if is_async(client) else MemoryClient(client, core)
 
 
+@overload
+def with_fast_memory(client: AsyncClient, user_id: str, db_path: str | os.PathLike[str] | None = ..., top_k: int = ...,
+                     use_local_embeddings: bool = ..., embedding_model: str = ..., *, min_score: float = ...,
+                     embedder: Embedder | None = ..., store: Store | None = ...) -> AsyncMemoryClient: ...
+@overload
+def with_fast_memory(client: Any, user_id: str, db_path: str | os.PathLike[str] | None = ..., top_k: int = ...,
+                     use_local_embeddings: bool = ..., embedding_model: str = ..., *, min_score: float = ...,
+                     embedder: Embedder | None = ..., store: Store | None = ...) -> MemoryClient: ...
 def with_fast_memory(
     client: Any,
     user_id: str,

@@ -208,8 +208,8 @@ class VectorIndex:
         if keywords is not None and category is not None:
             keywords[self._codes[:n] != _CATEGORY_CODE[category]] = 0.0
         best_keyword = float(keywords.max()) if keywords is not None else 0.0
-        keywords = keywords / best_keyword if best_keyword > 0 else None
-        rank = cosines if scoring is None else scoring.combine(cosines, keywords, self._created[:n])
+        scaled = keywords / np.float32(best_keyword) if keywords is not None and best_keyword > 0 else None
+        rank = cosines if scoring is None else scoring.combine(cosines, scaled, self._created[:n])
         if category is not None:
             rank = np.where(self._codes[:n] == _CATEGORY_CODE[category], rank, -np.inf)
         return [(self._memories[i], float(cosines[i])) for i in _best(rank, top_k) if rank[i] > -np.inf]

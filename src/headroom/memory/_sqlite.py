@@ -376,7 +376,7 @@ class SQLiteStore:
         rows = self.query(f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
         return _row_to_memory(rows[0]) if rows else None
 
-    def list(self, user_id: str, category: str | None = None) -> list[Memory]:
+    def list_memories(self, user_id: str, category: str | None = None) -> list[Memory]:
         sql = f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND superseded_by IS NULL"
         params: tuple = (user_id,)
         if category is not None:

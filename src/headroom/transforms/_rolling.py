@@ -35,7 +35,7 @@ class _Unit:
 def _units(messages: Sequence[Message]) -> list[_Unit]:
     """Non-system messages grouped: a tool-calling assistant message with the tool results it awaits."""
     units: list[_Unit] = []
-    open_calls: set[str] = set()
+    open_calls: set[Any] = set()
     for i, message in enumerate(messages):
         role = message.get("role")
         if role in _SYSTEM_ROLES:
