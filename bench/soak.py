@@ -119,6 +119,7 @@ def work(args: argparse.Namespace) -> None:
     threads = [threading.Thread(target=thread, args=(t,)) for t in range(args.threads)]
     for t in threads:
         t.start()
+    print("ready", flush=True)  # the driver kills only processes that are at work
     for t in threads:
         t.join()
     background.close()
@@ -129,7 +130,7 @@ def work(args: argparse.Namespace) -> None:
 def spawn(args: argparse.Namespace, launch: int, seconds: float, log: Path, base_url: str) -> subprocess.Popen:
     command = [sys.executable, __file__, "--work", "--db", args.db, "--base-url", base_url, "--log", str(log),
                "--launch", str(launch), "--threads", str(args.threads), "--seconds", str(seconds)]
-    return subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, text=True)
 
 
 def finish_leftovers(db: str, base_url: str, bg_users: set[str]) -> None:
@@ -173,8 +174,8 @@ def check(db: str, entries: list[dict], exact_private: bool) -> dict[str, object
     errors = [e for e in entries if e["kind"] in ("error", "logged-error")]
     return {"integrity_check": integrity, "acknowledged": len(acknowledged),
             "by_kind": dict(Counter(e["kind"] for e in entries)), "missing": len(missing),
-            "duplicated": len(duplicated), "private_users_checked": len({e["user"] for e in entries
-                                                                        if e["kind"] == "private"}),
+            "duplicated": len(duplicated),
+            "private_users_checked": len({e["user"] for e in entries if e["kind"] == "private"}) if exact_private else 0,
             "private_users_wrong": len(private_wrong), "errors_reaching_callers_or_logs": len(errors),
             "unembedded_after": unembedded, "examples": (missing[:3], duplicated[:3], errors[:3])}
 
@@ -196,7 +197,9 @@ def drive(args: argparse.Namespace) -> int:
                     launches += 1
                     procs.append(spawn(args, launches, 3600, log, server.base_url))
                 for proc in procs:
-                    time.sleep(rng.uniform(1.5, 4.0) / len(procs) + 0.5)
+                    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+                for proc in procs:  # each dies at a random point of its work, the others working on
+                    time.sleep(rng.uniform(0.2, 2.5))
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
                     kills += 1

@@ -22,7 +22,8 @@ from ._errors import (
 from ._fast import AsyncMemoryClient, MemoryClient, with_fast_memory
 from ._models import CATEGORIES, MAX_TEXT_CHARS, Category, Memory, Source
 from ._queue import RetryPolicy
-from ._sqlite import SQLiteStore, default_db_path
+from ._sqlite import SQLiteStore
+from ._sqlite_file import default_db_path
 from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import time
 import weakref
 from typing import Any
 

@@ -22,7 +22,6 @@ import numpy as np
 
 from ._errors import (
     EmbeddingModelMismatchError,
-    ForeignDatabaseError,
     InvalidInputError,
     NotFoundError,
     StorageError,
@@ -31,32 +30,13 @@ from ._index import IndexCache, VectorIndex
 from ._migrations import MIGRATIONS
 from ._models import Memory, new_id, normalize_text
 from ._scoring import Scoring, near_duplicate
+from ._sqlite_file import connect, create_file, default_cache_bytes, default_db_path
 
-__all__ = ["SQLiteStore", "default_db_path", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
+__all__ = ["SQLiteStore", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
 logger = logging.getLogger(__name__)
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
 _COLUMNS = "id, user_id, text, category, source, metadata, created_at, updated_at, superseded_by, superseded_at"
-
-
-#: The default memory budget of a store's cached indexes (``$HEADROOM_INDEX_CACHE_MB`` overrides it):
-#: at 384 dimensions about 120,000 memories, of one user or of many.
-DEFAULT_INDEX_CACHE_MB = 256
-
-
-def default_cache_bytes() -> int:
-    value = os.environ.get("HEADROOM_INDEX_CACHE_MB")
-    try:
-        return int(float(value) * 2**20) if value else DEFAULT_INDEX_CACHE_MB * 2**20
-    except ValueError:
-        raise InvalidInputError(f"HEADROOM_INDEX_CACHE_MB must be a number of megabytes, not {value!r}") from None
-
-
-def default_db_path() -> Path:
-    """``$HEADROOM_MEMORY_DB``, else ``~/.headroom/memory.db``."""
-    env = os.environ.get("HEADROOM_MEMORY_DB")
-    return Path(env).expanduser() if env else Path.home() / ".headroom" / "memory.db"
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -133,8 +113,8 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._indexes = IndexCache(index_cache_bytes if index_cache_bytes is not None else default_cache_bytes())
         self._verified: set[str] = set()  # users whose index was checked since data_version moved
-        self._create_file()
-        self._db = self._connect(busy_timeout)
+        create_file(self.path)
+        self._db = connect(self.path, busy_timeout)
         try:
             self._migrate()
             self._check_model()
@@ -145,68 +125,6 @@ class SQLiteStore:
         except Exception:
             self._db.close()
             raise
-
-    # -- opening ----------------------------------------------------------------------------------
-
-    def _create_file(self) -> None:
-        path = Path(self.path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StorageError(f"cannot create the directory for {path}: {exc}") from exc
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise StorageError(f"cannot create {path}: {exc}") from exc
-        if path.is_dir():
-            raise StorageError(f"{path} is a directory, not a database file")
-        try:
-            with open(path, "rb") as handle:
-                header = handle.read(len(_SQLITE_HEADER))
-        except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc}") from exc
-        if header and header != _SQLITE_HEADER:
-            raise StorageError(f"{path} is not an SQLite database; refusing to touch it")
-
-    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
-        try:
-            db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open {self.path}: {exc}") from exc
-        try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if tables and "headroom_migrations" not in tables:
-                raise ForeignDatabaseError(
-                    f"{self.path} is an SQLite database of another application "
-                    f"(tables: {', '.join(sorted(tables)[:5])}); refusing to touch it"
-                )
-            self._set_wal(db)
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA foreign_keys = ON")
-            # Forgotten memories are overwritten on disk, not left in free pages.
-            db.execute("PRAGMA secure_delete = ON")
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise StorageError(f"{self.path} is corrupt or not a database: {exc}") from exc
-        except Exception:
-            db.close()
-            raise
-        return db
-
-    @staticmethod
-    def _set_wal(db: sqlite3.Connection) -> None:
-        # Switching to WAL takes an exclusive lock the busy handler does not always wait for.
-        for attempt in range(50):
-            try:
-                db.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.05)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
