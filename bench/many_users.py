@@ -38,23 +38,29 @@ def build(path: str, users: int, per_user: int) -> None:
     store.close()
 
 
+def _rss_mb() -> float:
+    """Resident memory now (Linux), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def serve(path: str, users: int, budget_mb: float) -> dict[str, float]:
     """In a child process: search every user once with a fixed query vector."""
-    import resource
-
     from headroom.memory import SQLiteStore
 
     store = SQLiteStore(path, embedding_model="bench-384", embedding_dim=DIM, index_cache_bytes=int(budget_mb * 2**20))
     query = np.random.default_rng(2).standard_normal(DIM).astype(np.float32)
     query /= np.linalg.norm(query)
     store.search("user-0", query, 5)  # warm the code paths
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _rss_mb()
     times = []
     for u in range(users):
         started = time.perf_counter()
         store.search(f"user-{u}", query, 5, words=["fact", "topic"])
         times.append(time.perf_counter() - started)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = _rss_mb()
     return {"budget_mb": budget_mb, "rss_growth_mb": round(after - before, 1), "cached_users": len(store._indexes),
             "cached_mb": round(store._indexes.nbytes / 2**20, 1),
             "cold_search_p50_ms": round(float(np.median(times)) * 1000, 3),

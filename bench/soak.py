@@ -149,6 +149,14 @@ def finish_leftovers(db: str, base_url: str, bg_users: set[str]) -> None:
         client.close()
 
 
+def left_behind(db: str) -> dict[str, int]:
+    """What the workers left undone when they ended or were killed: the next process's work."""
+    connection = sqlite3.connect(db)
+    rows = connection.execute("SELECT count(*) FROM memories WHERE embedding IS NULL AND superseded_by IS NULL")
+    jobs = connection.execute("SELECT count(*) FROM extraction_jobs")
+    return {"rows_without_vectors": rows.fetchone()[0], "queued_extractions": jobs.fetchone()[0]}
+
+
 def check(db: str, entries: list[dict], exact_private: bool) -> dict[str, object]:
     connection = sqlite3.connect(db)
     integrity = connection.execute("PRAGMA integrity_check").fetchone()[0]
@@ -215,9 +223,10 @@ def drive(args: argparse.Namespace) -> int:
                     print(f"worker exited with {proc.returncode}")
         run_seconds = time.monotonic() - started
         entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        left = left_behind(args.db)
         finish_leftovers(args.db, server.base_url, {e["user"] for e in entries if e["kind"] == "background"})
     result = check(args.db, entries, exact_private=not args.kills)
-    result.update(processes=args.processes, threads=args.threads, launches=launches, kills=args.kills,
+    result.update(left_for_the_next_process=left, processes=args.processes, threads=args.threads, launches=launches, kills=args.kills,
                   run_seconds=round(run_seconds, 1), db=args.db)
     print(json.dumps(result, indent=2))
     healthy = (result["integrity_check"] == "ok" and not result["missing"] and not result["duplicated"]

@@ -83,6 +83,8 @@ def max_distance(min_score: float) -> int:
     return SIGNATURE_BITS
 
 
+#: Signatures of up to this many rows are computed without limiting BLAS threads.
+SIGN_ALONE_ROWS = 64
 #: A rough size of one memory object with its text and its entries in the lookup tables.
 _OBJECT_BYTES = 600
 
@@ -192,6 +194,15 @@ class VectorIndex:
         self._keys.pop()
         self._signed = min(self._signed, last)
 
+    def _sign_rows(self, start: int, end: int) -> None:
+        rows = np.ascontiguousarray(self._matrix[:, start:end].T)
+        if end - start > SIGN_ALONE_ROWS:  # a big product: on one BLAS thread, as a search's
+            with _BLAS_LOCK, single_blas_thread():
+                self._signs[:, start:end] = signatures(rows)
+        else:  # the rows one write added: too small for threads to matter, and limiting them costs more
+            self._signs[:, start:end] = signatures(rows)
+        self._signed = end
+
     def search(self, query: np.ndarray, top_k: int, category: str | None = None,
                matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
         """The ``top_k`` best memories (of ``category``, if given), best first, each with its cosine.
@@ -229,9 +240,7 @@ class VectorIndex:
         if n == 0:
             return None
         if self._signed < n:  # signatures are made when first needed: a search never needs them
-            with _BLAS_LOCK, single_blas_thread():
-                self._signs[:, self._signed:n] = signatures(np.ascontiguousarray(self._matrix[:, self._signed:n].T))
-            self._signed = n
+            self._sign_rows(self._signed, n)
         mine = signatures(query[None])[:, 0]
         distance = np.bitwise_count(self._signs[0, :n] ^ mine[0])
         for word in range(1, _WORDS):
