@@ -48,7 +48,7 @@ def test_create_strips_stores_and_injects(client, server):
                            messages=[{"role": "user", "content": [{"type": "text", "text": "Which tea do I like?"}]}])
     sent = message_requests(server)[-1]
     assert sent["system"] == INSTRUCTION  # no system given: the instruction alone
-    assert "[preference] Prefers green tea" in sent["messages"][-1]["content"][0]["text"]
+    assert "preference: Prefers green tea" in sent["messages"][-1]["content"][0]["text"]
 
 
 def test_tool_use_blocks_are_left_alone(client, server):

@@ -159,11 +159,12 @@ def test_sync_and_async_shells_have_the_same_public_signatures(sync, aio):
 
 
 def test_async_memory_mirrors_the_sync_memory_api():
-    mirrored = public(UserMemory) - {"store", "embedder", "user_id", "close", "attach_worker", "scoring"}
+    wiring = {"store", "embedder", "user_id", "close", "attach_worker", "report_stats", "scoring"}
+    mirrored = public(UserMemory) - wiring
     for name in mirrored:
         assert inspect.signature(getattr(AsyncUserMemory, name)) == inspect.signature(getattr(UserMemory, name))
         assert inspect.iscoroutinefunction(getattr(AsyncUserMemory, name))
-    assert public(UserMemory) - {"store", "embedder", "user_id", "close", "attach_worker"} <= public(AsyncUserMemory)
+    assert mirrored <= public(AsyncUserMemory)
 
 
 def test_async_client_with_openai_embeddings_uses_its_own_endpoint(server, tmp_path, monkeypatch):

@@ -100,8 +100,8 @@ def test_known_memories_are_shown_to_the_extractor_and_injected(server, tmp_path
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Which language for CLIs?"}])
     client.memory.flush(timeout=30)
     bodies = server.chat_requests()
-    assert "[preference] Prefers Rust for CLIs" in bodies[2]["messages"][-1]["content"]  # injected
-    assert "[preference] Prefers Rust for CLIs" in bodies[3]["messages"][0]["content"]  # known to extractor
+    assert "preference: Prefers Rust for CLIs" in bodies[2]["messages"][-1]["content"]  # injected
+    assert "preference: Prefers Rust for CLIs" in bodies[3]["messages"][0]["content"]  # known to extractor
     client.close()
 
 
@@ -246,3 +246,27 @@ def test_an_async_azure_client_extracts_through_its_sync_twin(server, tmp_path):
     (request,) = extraction_requests(server)
     headers = {k.lower(): v for k, v in request.headers.items()}
     assert headers["api-key"] == "az-key" and headers["x-team"] == "azure"
+
+
+def test_extraction_asks_for_structured_output_with_a_token_bound_and_falls_back(server, tmp_path):
+    seen = []
+
+    def reply(body):
+        if not is_extraction(body):
+            return 200, chat_completion(body, ["Noted."])
+        seen.append(body)
+        if "response_format" in body:
+            return 400, {"error": {"message": "response_format is not supported", "type": "invalid_request_error"}}
+        return 200, chat_completion(body, ['{"memories": [{"content": "Uses Kafka", "category": "Fact"}]}'])
+
+    server.handlers["/v1/chat/completions"] = reply
+    client = client_for(server, tmp_path)
+    for text in ("We use Kafka.", "We use Kafka a lot."):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
+        assert client.memory.flush(timeout=30) is True
+    assert [m.text for m in client.memory.get_all()] == ["Uses Kafka"]  # an untagged block, read as one
+    first, fallback, second = seen
+    assert first["response_format"]["type"] == "json_schema" and first["max_tokens"] == 512
+    assert "response_format" not in fallback and fallback["max_tokens"] == 512
+    assert "response_format" not in second  # refused once: not asked again
+    client.close()

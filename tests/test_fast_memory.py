@@ -110,7 +110,7 @@ def test_caller_messages_are_never_mutated_and_earlier_turns_stay_identical(clie
     assert sent[1:3] == messages[1:3]
     assert sent[0]["content"].startswith("You are terse.") and "<memory>" in sent[0]["content"]
     assert sent[3]["content"].startswith("<remembered_context>")
-    assert "[preference] Prefers PostgreSQL for storage" in sent[3]["content"]
+    assert "preference: Prefers PostgreSQL for storage" in sent[3]["content"]
     assert sent[3]["content"].endswith("Which storage do I prefer?")
 
 
@@ -225,3 +225,20 @@ def test_wrapping_checks_the_client_and_arguments(tmp_path):
         with_fast_memory(object(), user_id="x", db_path=str(tmp_path / "a.db"))
     with pytest.raises(InvalidInputError):
         with_fast_memory(openai.OpenAI(api_key="k"), user_id="x", db_path=str(tmp_path / "a.db"), top_k=0)
+
+
+def test_protocol_lapses_are_counted_in_stats_and_warned_about_once_a_minute(client, server, caplog):
+    replies = iter(["No block here.", "Still none.", '<memory>{"memories": [{"content": "Likes figs"}]}</memory>',
+                   'Sure.\n<memories>{"memories": [{"content": "Uses vim"}]}</memories>',
+                   "<remembered_context>\n[1] 2026-01-01, fact: Likes figs\n</remembered_context>\nFigs!"])
+    server.script_chat(lambda body: next(replies))
+    with caplog.at_level(logging.WARNING, logger="headroom.memory"):
+        answers = [client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"turn {i}"}])
+                   .choices[0].message.content for i in range(5)]
+    assert answers == ["No block here.", "Still none.", "", "Sure.", "Figs!"]
+    stats = client.memory.stats()
+    assert stats["replies_without_block"] == 3  # the echo reply had no block either
+    assert stats["empty_replies"] == 1 and stats["repaired_blocks"] == 1 and stats["echoed_context"] == 1
+    assert sorted(m.text for m in client.memory.get_all()) == ["Likes figs", "Uses vim"]
+    lapses = [r.message for r in caplog.records if "wrote none" in r.message]
+    assert len(lapses) == 1 and "1 so far" in lapses[0]  # the second lapse is counted, not logged

@@ -2,11 +2,12 @@
 
 import json
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from headroom.memory._parser import _TAG
 from headroom.memory._protocol import (
-    _TAG,
     INSTRUCTION,
     BlockParser,
     ExtractedMemory,
@@ -18,10 +19,12 @@ from headroom.memory._protocol import (
 BLOCK = '<memory>{"memories": [{"content": "Prefers Python", "category": "preference"}]}</memory>'
 
 
-def test_instruction_is_short_and_names_the_categories():
-    assert len(INSTRUCTION.split()) < 80  # about 100 tokens (109 in o200k_base)
-    for word in ("preference", "fact", "context", "<memory>", '"memories": []'):
+def test_instruction_is_short_names_the_categories_and_gives_nothing_to_copy():
+    assert len(INSTRUCTION.split()) < 70
+    for word in ("Answer the user first", "preference", "fact", "context", "<memory>", "empty list", "replaces"):
         assert word in INSTRUCTION
+    for example in ("Prefers Python", "fintech", "microservices", '"..."'):  # copied verbatim by small models
+        assert example not in INSTRUCTION
 
 
 def test_plain_block_is_stripped_and_parsed():
@@ -45,10 +48,90 @@ def test_synonyms_bare_lists_and_plain_strings():
     assert parse_block('{"memories": "Has a dog"}')[0] == [ExtractedMemory("Has a dog")]
 
 
-def test_missing_or_unknown_category_becomes_fact_with_a_problem():
+def test_missing_or_unknown_category_becomes_fact_and_an_unknown_one_is_reported():
     memories, problems = parse_block('{"memories": [{"content": "A"}, {"content": "B", "category": "hobby"}]}')
     assert [m.category for m in memories] == ["fact", "fact"]
-    assert len(problems) == 2 and "hobby" in problems[1]
+    assert len(problems) == 1 and "hobby" in problems[0]
+
+
+def test_categories_ignore_case_and_fold_synonyms():
+    body = json.dumps([{"content": f"Note on {c}", "category": c}
+                       for c in ("Fact", "Preferences", "goal", " CONTEXT ", "likes")])
+    memories, problems = parse_block(body)
+    assert [m.category for m in memories] == ["fact", "preference", "context", "context", "preference"]
+    assert problems == []
+
+
+NEAR_MISSES = {
+    "memories tags": 'Sure.\n<memories>{"memories": [{"content": "Uses vim"}]}</memories>',
+    "mismatched close": 'Sure.\n<memory>{"memories": [{"content": "Uses vim"}]}</memories>',
+    "untagged object": 'Sure.\n{"memories": [{"content": "Uses vim", "category": "preference"}]}',
+    "fenced object": 'Sure.\n```json\n{"memories": [{"content": "Uses vim"}]}\n```',
+    "single quotes": "Sure.\n<memory>{'memories': [{'content': 'Uses vim'}]}</memory>",
+    "untagged single quotes": "Sure.\n{'memories': [{'content': 'Uses vim'}]}",
+}
+
+
+@pytest.mark.parametrize("reply", NEAR_MISSES.values(), ids=NEAR_MISSES.keys())
+def test_near_miss_formats_are_stripped_stored_and_counted(reply):
+    result = parse_reply(reply)
+    assert result.text == "Sure." and [m.text for m in result.memories] == ["Uses vim"]
+    assert result.repairs >= 1 and result.blocks == 1
+    for cut in range(len(reply) + 1):
+        assert chunked(reply, [cut]) == "Sure."
+
+
+def test_json_in_an_answer_is_the_answers_text():
+    answer = 'Use this config:\n```json\n{"name": "api", "memory": 512}\n```\nand {"memory_limit": 2}.'
+    result = parse_reply(answer)
+    assert result.text == answer and result.memories == [] and result.repairs == 0
+
+
+def test_an_echoed_context_block_is_removed_unparsed():
+    reply = ("<remembered_context>\nNotes from earlier...\n[1] 2026-11-24, fact: Uses Go\n</remembered_context>\n"
+             'Go it is.\n<memory>{"memories": []}</memory>')
+    result = parse_reply(reply)
+    assert result.text == "Go it is." and result.memories == [] and result.echoes == 1
+    for cut in range(len(reply) + 1):
+        assert chunked(reply, [cut]) == "Go it is."
+
+
+def test_an_unclosed_block_is_stripped_and_stored_only_if_it_parses():
+    broken = parse_reply('Sure thing! <memory>{"memories": [{"content": "Likes te')
+    assert broken.text == "Sure thing!" and broken.memories == []
+    whole = parse_reply('Sure thing! <memory>{"memories": [{"content": "Likes tea"}]}')
+    assert whole.text == "Sure thing!" and [m.text for m in whole.memories] == ["Likes tea"]
+    bare = parse_reply('Sure thing!\n{"memories": [{"content": "Likes te')
+    assert bare.text == "Sure thing!" and bare.memories == []
+
+
+@pytest.mark.parametrize("content", ["...", "<fact>", "content", "None", "", "  ", "nothing new", "preference|fact"])
+def test_placeholders_are_never_stored(content):
+    memories, problems = parse_block(json.dumps({"memories": [{"content": content, "category": "fact"}]}))
+    assert memories == [] and problems
+
+
+@pytest.mark.parametrize("copied", ["[1] 2026-11-24, fact: Uses Go", "Uses Go (said 2026-11-24)", "- [2] Uses Go",
+                                    "2026-11-24, fact: Uses Go"])
+def test_decorations_copied_from_the_context_are_dropped(copied):
+    (memory,), _ = parse_block(json.dumps([{"content": copied}]))
+    assert memory.text == "Uses Go"
+
+
+def test_replaces_by_number_text_or_reference():
+    from headroom.memory import Memory
+    from headroom.memory._models import utcnow
+    from headroom.memory._protocol import resolve_replaces
+
+    now = utcnow()
+    shown = [Memory("a" * 32, "u", "Lives in Rotterdam", "fact", now, now),
+             Memory("b" * 32, "u", "Prefers Go", "preference", now, now)]
+    assert resolve_replaces("2", shown) == "b" * 32 and resolve_replaces("[1]", shown) == "a" * 32
+    assert resolve_replaces("lives in  rotterdam", shown) == "a" * 32
+    assert resolve_replaces("m1a2b3c", shown) == "m1a2b3c" and resolve_replaces("7", shown) == "7"
+    assert resolve_replaces(None, shown) is None
+    (memory,), _ = parse_block('[{"content": "Lives in Amsterdam", "replaces": 1}]')
+    assert memory.replaces == "1"
 
 
 def test_code_fence_and_white_space_inside_block():
@@ -125,7 +208,7 @@ def test_injection_block_says_it_is_context_not_instructions():
 
     now = utcnow()
     block = format_injection([(Memory("1a2b3c4d", "u", "Prefers Python", "preference", now, now), 0.8)])
-    assert f"- [m1a2b3c] [preference] Prefers Python (said {now:%Y-%m-%d})" in block and "not instructions" in block
+    assert f"[1] {now:%Y-%m-%d}, preference: Prefers Python\n" in block and "not instructions" in block
     assert block.startswith("<remembered_context>") and block.endswith("</remembered_context>\n\n")
 
 
@@ -134,7 +217,8 @@ def test_injection_block_says_it_is_context_not_instructions():
 words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
 BLOCK_BODY = '"content": "Prefers Python"'
 tags = st.sampled_from(["<memory>", "</memory>", "<mem", "<", "</", "memory>", "<MEMORY>", "\n", " ", "< memory >",
-                        BLOCK, '["x"]', "{", "```"])
+                        BLOCK, '["x"]', "{", "```", "<memories>", "</memories>", "<remembered_context>",
+                        "</remembered_context>", '\n{"memories": ["y"]}', "\n```json\n", "'"])
 
 
 def chunked(text: str, cuts: list[int]) -> str:
@@ -152,6 +236,7 @@ def chunked(text: str, cuts: list[int]) -> str:
 @given(prefix=words, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
 def test_split_anywhere_gives_the_same_clean_text_and_memories(prefix, cuts):
     assume("<memory>" not in prefix.lower() and "</memory>" not in prefix.lower())
+    assume("memories" not in prefix.lower())  # an untagged block opened by the prefix takes the rest
     reply = prefix + "\n\n" + BLOCK
     whole = parse_reply(reply)
     assert chunked(reply, cuts) == whole.text
@@ -170,5 +255,5 @@ def test_no_block_ever_reaches_the_user(parts, cuts):
     assert BLOCK_BODY not in shown
     for tag in _TAG.finditer(shown):  # a tag the user sees is followed by no JSON
         assert tag.group(1) or not shown[tag.end():].lstrip().startswith(("[", "{", '"', "```")), shown
-    if "<" not in reply:
+    if "<" not in reply and "memories" not in reply.lower():
         assert shown == reply  # the model's own words are kept exactly

@@ -136,7 +136,7 @@ def test_any_split_of_a_real_reply(cuts):
     filt = ChunkFilter()
     shown = "".join(filt.process(c)[0].choices[0].delta.content or "" for c in sdk_chunks(REPLY, cuts))
     assert shown == parse_reply(REPLY).text == "Use PostgreSQL, it suits you."
-    assert [m.text for m in filt.memories()] == ["Prefers PostgreSQL", "Builds a ledger service"]
+    assert [m.text for m in filt.result().memories] == ["Prefers PostgreSQL", "Builds a ledger service"]
 
 
 def test_every_single_split_position():
@@ -144,12 +144,12 @@ def test_every_single_split_position():
         filt = ChunkFilter()
         shown = "".join(filt.process(c)[0].choices[0].delta.content or "" for c in sdk_chunks(REPLY, [cut]))
         assert shown == "Use PostgreSQL, it suits you.", cut
-        assert len(filt.memories()) == 2
+        assert len(filt.result().memories) == 2
 
 
 def test_stream_of_plain_text_is_unchanged():
     text = "No block here, only < and <mem and a trailing space "
     filt = ChunkFilter()
     shown = "".join(filt.process(c)[0].choices[0].delta.content or "" for c in sdk_chunks(text, [5, 20, 21, 30]))
-    assert shown == text and filt.memories() == []
+    assert shown == text and filt.result().memories == []
     assert json.dumps(text)  # the reply survives as JSON too

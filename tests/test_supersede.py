@@ -171,7 +171,7 @@ def reply_replacing(ref_of):
 
 def find_ref(text):
     import re
-    return re.search(r"\[(m[0-9a-f]{6})\] \[fact\] Works at Google", text).group(1)
+    return re.search(r"\[(\d+)\] [\d-]+, fact: Works at Google", text).group(1)
 
 
 def test_replaces_through_the_inline_wrapper(tmp_path, local_embedder):
@@ -218,6 +218,6 @@ def test_said_at_shows_in_results_and_injection(tmp_path, local_embedder):
         (hit, _), = client.memory.search("hiking trip", top_k=1)
         assert hit.created_at == datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Where did I go hiking?"}])
-        assert "Went hiking in the Alps (said 2023-05-08)" in server.chat_requests()[-1]["messages"][-1]["content"]
+        assert "[1] 2023-05-08, context: Went hiking in the Alps" in server.chat_requests()[-1]["messages"][-1]["content"]
     with pytest.raises(InvalidInputError):
         client.memory.add("Bad time", said_at="last tuesday")

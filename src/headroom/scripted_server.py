@@ -154,8 +154,8 @@ _RULES = [
 ]
 
 
-# "- [m1a2b3c] [fact] Uses PostgreSQL (said 2026-11-24)" -> "Uses PostgreSQL"
-_REMEMBERED = re.compile(r"^- (?:\[[^\]]*\] )*|\s*\(said [^)]*\)$")
+# "[1] 2026-11-24, fact: Uses PostgreSQL" -> "Uses PostgreSQL"
+_REMEMBERED = re.compile(r"^\[\d+\] [\d-]+, \w+: ")
 
 
 def _hear(text: str) -> list[dict[str, str]]:
@@ -195,7 +195,7 @@ def rule_based_reply(body: dict[str, Any]) -> str:
     remembered: list[str] = []
     context = re.search(r"<remembered_context>(.*?)</remembered_context>", said, re.S)
     if context:
-        remembered = [_REMEMBERED.sub("", line) for line in context.group(1).splitlines() if line.startswith("- [")]
+        remembered = [_REMEMBERED.sub("", line) for line in context.group(1).splitlines() if _REMEMBERED.match(line)]
         said = said[context.end():].strip()
     heard = _hear(said)
     if remembered:

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -64,8 +64,13 @@ class UserMemory:
         self._owns_store = owns_store
         self._embedding = EmbeddingWorker.of(store, embedder)  # shared by every memory on this store
         self._background: list[Any] = [self._embedding]  # each has kick(), wait(timeout), stop(timeout)
+        self._reporters: list[Callable[[], Mapping[str, Any]]] = []
         if store.unembedded_count():  # left by an earlier process
             self._embedding.kick()
+
+    def report_stats(self, report: Callable[[], Mapping[str, Any]]) -> None:
+        """Add counters of a wrapper to what ``stats()`` returns."""
+        self._reporters.append(report)
 
     def attach_worker(self, worker: Any) -> None:
         """Add a background worker (``kick``/``wait``/``stop``) that ``flush`` and ``close`` wait for;
@@ -111,6 +116,8 @@ class UserMemory:
         extra: dict[str, Any] = {}
         for worker in self._background:
             extra.update(getattr(worker, "stats", dict)())
+        for report in self._reporters:
+            extra.update(report())
         return extra | {
             "user_id": self.user_id,
             "total_memories": total,

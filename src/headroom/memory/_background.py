@@ -31,7 +31,7 @@ from ._fast import (
     wrap_client,
 )
 from ._inject import DEFAULT_MIN_SCORE
-from ._protocol import extraction_prompt, parse_reply
+from ._protocol import EXTRACTION_SCHEMA, extraction_prompt, parse_reply, resolve_replaces
 from ._queue import Job, JobQueue, LeaseLost, RetryPolicy
 from ._sqlite import SQLiteStore
 from ._store import Store
@@ -48,19 +48,37 @@ Caller = Callable[[str, str, str], str]
 KNOWN_MEMORIES = 10
 
 
+#: An extraction reply is a short list of notes; a model caught in a repetition loop stops here.
+EXTRACTION_MAX_TOKENS = 512
+#: Structured output, for servers that support it (OpenAI, vLLM, llama.cpp): the reply is then a
+#: valid ``{"memories": [...]}`` object, which the parser reads like a block.
+STRUCTURED = {"type": "json_schema", "json_schema": {"name": "memories", "strict": True, "schema": EXTRACTION_SCHEMA}}
+
+
 def make_caller(client: Any, dialect: Dialect) -> Caller:
     """One extraction request through a synchronous client of either API family."""
     if dialect is ANTHROPIC:
         def call(system: str, user: str, model: str) -> str:
-            message = client.messages.create(model=model, max_tokens=1024, system=system,
+            message = client.messages.create(model=model, max_tokens=EXTRACTION_MAX_TOKENS, system=system,
                                              messages=[{"role": "user", "content": user}])
             return dialect.reply_text(message)
-    else:
-        def call(system: str, user: str, model: str) -> str:
-            response = client.chat.completions.create(
-                model=model, messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
-            return dialect.reply_text(response)
-    return call
+        return call
+    structured = [True]  # until the server refuses it once
+
+    def call_chat(system: str, user: str, model: str) -> str:
+        request: dict[str, Any] = {"model": model, "max_tokens": EXTRACTION_MAX_TOKENS, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": user}]}
+        if structured[0]:
+            try:
+                return dialect.reply_text(client.chat.completions.create(**request, response_format=STRUCTURED))
+            except Exception as exc:
+                if getattr(exc, "status_code", None) not in (400, 404, 415, 422, 501):
+                    raise
+                structured[0] = False
+                logger.info("the extraction server refused structured output (%s); asking in plain text", exc)
+        return dialect.reply_text(client.chat.completions.create(**request))
+
+    return call_chat
 
 
 class ExtractionWorker:
@@ -174,12 +192,14 @@ class ExtractionWorker:
         try:
             if not model:
                 raise InvalidInputError("no model to extract with: pass extraction_model=")
-            system, user = extraction_prompt(said, reply, self._known(said))
+            known = self._known(said)
+            system, user = extraction_prompt(said, reply, known)
             answer = self._call(system, user, model)
             parsed = parse_reply(answer)
             for problem in parsed.problems:
                 logger.warning("memory block from extraction: %s", problem)
-            items = [{"text": m.text, "category": m.category, "replaces": m.replaces} for m in parsed.memories]
+            items = [{"text": m.text, "category": m.category, "replaces": resolve_replaces(m.replaces, known)}
+                     for m in parsed.memories]
             self.memory.add_many(items, source="background", finish=self.queue.finisher(job))
         except LeaseLost as exc:
             logger.info("%s", exc)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ._inject import add_instruction, wants_json
-from ._protocol import INSTRUCTION, BlockParser, ExtractedMemory, parse_reply
+from ._protocol import INSTRUCTION, BlockParser, ParseResult, parse_reply
 
 __all__ = ["Dialect", "StreamFilter", "OPENAI", "ANTHROPIC", "ChunkFilter", "EventFilter"]
 
@@ -30,8 +30,9 @@ class StreamFilter(Protocol):
         without saying so (no ``finish_reason``, no ``content_block_stop``)."""
         ...
 
-    def memories(self) -> list[ExtractedMemory]:
-        """What the stream said, once it has ended or was closed."""
+    def result(self) -> ParseResult | None:
+        """What the stream said (memories, blocks, the text the caller got), once it has ended or
+        was closed; None when it carried no text (tool calls only)."""
         ...
 
     def text(self) -> str:
@@ -43,7 +44,7 @@ class StreamFilter(Protocol):
 class Dialect:
     name: str
     instruct: Callable[[dict[str, Any]], bool]  # adds the instruction to a request copy; False if it must not
-    clean: Callable[[Any], list[ExtractedMemory]]  # strips blocks from a response in place
+    clean: Callable[[Any], ParseResult | None]  # strips blocks from a response in place; None: no text
     reply_text: Callable[[Any], str]  # the reply's text, untouched
     stream_filter: Callable[..., StreamFilter]  # strip=False only collects the text
 
@@ -64,9 +65,9 @@ def _openai_instruct(request: dict[str, Any]) -> bool:
     return True
 
 
-def _openai_clean(response: Any) -> list[ExtractedMemory]:
+def _openai_clean(response: Any) -> ParseResult | None:
     """Strip every choice; the memories come from the first (``n > 1`` must not store alternatives)."""
-    extracted: list[ExtractedMemory] | None = None
+    first: ParseResult | None = None
     for choice in getattr(response, "choices", None) or []:
         message: Any = getattr(choice, "message", None)
         content = getattr(message, "content", None)
@@ -76,9 +77,9 @@ def _openai_clean(response: Any) -> list[ExtractedMemory]:
         message.content = result.text
         for problem in result.problems:
             logger.warning("memory block: %s", problem)
-        if extracted is None:
-            extracted = result.memories
-    return extracted or []
+        if first is None:
+            first = result
+    return first
 
 
 def _openai_text(response: Any) -> str:
@@ -95,6 +96,7 @@ class _Parsers:
         self._parsers: dict[int, BlockParser] = {}
         self._finished: set[int] = set()
         self._text: list[str] = []
+        self._shown: list[str] = []  # the text the caller got (first choice, or every text block)
         self._last: dict[int, Any] = {}  # the last item that carried text for each parser
 
     def _finish_all(self) -> list[BlockParser]:
@@ -117,7 +119,12 @@ class _Parsers:
                 rest = parser.finish()
                 if rest and index in self._last:
                     extra.append(self._carrying(self._last[index], index, rest))
+                    self._saw(index, rest)
         return extra
+
+    def _saw(self, index: int, text: str) -> None:
+        """Text shown to the caller for ``index``; which of it makes the reply's text is the filter's rule."""
+        raise NotImplementedError
 
     def _carrying(self, item: Any, index: int, text: str) -> Any:
         """A copy of ``item`` that carries ``text`` as the next piece of ``index``'s text."""
@@ -151,7 +158,12 @@ class ChunkFilter(_Parsers):
                 text += parser.finish()
             if delta is not None and (isinstance(content, str) or text):
                 delta.content = text
+                self._saw(index, text)
         return [chunk]
+
+    def _saw(self, index: int, text: str) -> None:
+        if index == 0:
+            self._shown.append(text)
 
     def _carrying(self, item: Any, index: int, text: str) -> Any:
         extra = copy.deepcopy(item)
@@ -163,10 +175,10 @@ class ChunkFilter(_Parsers):
             extra.usage = None
         return extra
 
-    def memories(self) -> list[ExtractedMemory]:
+    def result(self) -> ParseResult | None:
         self._finish_all()
         first = self._parsers.get(0)
-        return list(first.memories) if first else []
+        return first.result("".join(self._shown)) if first else None
 
 
 OPENAI = Dialect("openai", _openai_instruct, _openai_clean, _openai_text, ChunkFilter)
@@ -184,19 +196,18 @@ def _anthropic_instruct(request: dict[str, Any]) -> bool:
     return True
 
 
-def _anthropic_clean(message: Any) -> list[ExtractedMemory]:
+def _anthropic_clean(message: Any) -> ParseResult | None:
     """One parser across the text blocks in order; tool-use blocks are left alone."""
     parser = BlockParser()
-    last = None
-    for block in getattr(message, "content", None) or []:
-        if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str):
-            block.text = parser.feed(block.text)
-            last = block
-    rest = parser.finish()
-    if last is not None:
-        last.text += rest
+    texts = [block for block in getattr(message, "content", None) or []
+             if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str)]
+    for block in texts:
+        block.text = parser.feed(block.text)
+    if not texts:
+        return None
+    texts[-1].text += parser.finish()
     _log([parser])
-    return parser.memories
+    return parser.result("".join(block.text for block in texts))
 
 
 def _anthropic_text(message: Any) -> str:
@@ -219,21 +230,36 @@ class EventFilter(_Parsers):
             return [event]
         if is_text:
             delta.text = self._parser(index).feed(delta.text)
+            self._saw(index, delta.text)
             self._last[index] = event
         elif kind == "content_block_stop" and index in self._parsers and index not in self._finished:
             self._finished.add(index)
             rest = self._parsers[index].finish()
             if rest:
+                self._saw(index, rest)
                 return [self._carrying(self._last[index], index, rest), event]
         return [event]
+
+    def _saw(self, index: int, text: str) -> None:
+        self._shown.append(text)
 
     def _carrying(self, item: Any, index: int, text: str) -> Any:
         extra = copy.deepcopy(item)
         extra.delta.text = text
         return extra
 
-    def memories(self) -> list[ExtractedMemory]:
-        return [m for parser in self._finish_all() for m in parser.memories]
+    def result(self) -> ParseResult | None:
+        parsers = self._finish_all()
+        if not parsers:
+            return None
+        merged = parsers[0].result("".join(self._shown))
+        for parser in parsers[1:]:
+            merged.memories += parser.memories
+            merged.problems += parser.problems
+            merged.blocks += parser.blocks
+            merged.repairs += parser.repairs
+            merged.echoes += parser.echoes
+        return merged
 
 
 ANTHROPIC = Dialect("anthropic", _anthropic_instruct, _anthropic_clean, _anthropic_text, EventFilter)

@@ -12,6 +12,8 @@ import importlib
 import inspect
 import logging
 import os
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, overload
@@ -23,7 +25,7 @@ from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
 from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, new_user_texts, prepend_to_message
 from ._models import Memory
-from ._protocol import ExtractedMemory, format_injection
+from ._protocol import ParseResult, format_injection, resolve_replaces
 from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
 
@@ -58,6 +60,8 @@ class FastMemory:
         self.top_k = top_k
         self.min_score = min_score
         self.record = record
+        self.observed = Observations()
+        memory.report_stats(self.observed.counts)
 
     def retrieve(self, query: str) -> list[tuple[Memory, float]]:
         """The memories worth injecting for ``query``; a failing search injects nothing."""
@@ -96,15 +100,21 @@ class FastMemory:
         turn.instructed = self.record is None and dialect.instruct(out)
         return out, turn
 
-    def store(self, extracted: list[ExtractedMemory]) -> list[Memory]:
-        """Store the extracted memories now and embed them in one batch just after; failures are logged."""
+    def store(self, result: ParseResult | None, turn: Turn) -> list[Memory]:
+        """Store what a reply's blocks held now, and embed it in one batch just after; what the
+        reply showed about the model (no block, a repaired one, an empty answer) is counted.
+        A ``replaces`` naming a note the turn showed (by number or text) is resolved here."""
+        if result is None:
+            return []
+        self.observed.reply(result)
+        extracted = result.memories
         if not extracted:
             return []
+        shown = [m for m, _ in turn.injected]
         try:
             return self.memory.add_many(
-                [{"text": m.text, "category": m.category, "replaces": m.replaces} for m in extracted], source="inline",
-                defer_embedding=True,
-            )
+                [{"text": m.text, "category": m.category, "replaces": resolve_replaces(m.replaces, shown)}
+                 for m in extracted], source="inline", defer_embedding=True)
         except HeadroomMemoryError as exc:
             logger.error("could not store %d extracted memories: %s", len(extracted), exc)
         except Exception:
@@ -116,7 +126,7 @@ class FastMemory:
         Whatever goes wrong here is logged; the caller always gets the response."""
         try:
             if turn.instructed:
-                self.store(dialect.clean(response))
+                self.store(dialect.clean(response), turn)
             elif self.record is not None:
                 self._record(turn, dialect.reply_text(response))
         except Exception:
@@ -126,7 +136,7 @@ class FastMemory:
     def stream(self, response: Any, turn: Turn, dialect: Dialect, shell: type) -> Any:
         """The caller's stream, wrapped so its end is handled as ``after`` handles a whole reply."""
         if turn.instructed:
-            return shell(response, dialect.stream_filter(), lambda f: self.store(f.memories()))
+            return shell(response, dialect.stream_filter(), lambda f: self.store(f.result(), turn))
         if self.record is not None:
             return shell(response, dialect.stream_filter(strip=False), lambda f: self._record(turn, f.text()))
         return response
@@ -140,6 +150,49 @@ class FastMemory:
             logger.error("could not queue the turn for extraction: %s", exc)
         except Exception:
             logger.exception("could not queue the turn for extraction")
+
+
+class Observations:
+    """How an instructed model follows the protocol, counted for ``stats()`` and warned about at most
+    once a minute per kind (a model that never writes a block would otherwise flood the log)."""
+
+    WARN_EVERY_SECONDS = 60.0
+    MESSAGES = {
+        "replies_without_block": "the model was asked for a memory block and wrote none",
+        "repaired_blocks": "the model wrote a memory block in a near-miss format; recognised and stored",
+        "echoed_context": "the model repeated the remembered context; removed from the reply",
+        "empty_replies": "the reply was empty once its memory block was removed",
+    }
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(self.MESSAGES, 0)
+        self._warned: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def reply(self, result: ParseResult) -> None:
+        if result.blocks == 0:
+            self._note("replies_without_block")
+        if result.repairs:
+            self._note("repaired_blocks")
+        if result.echoes:
+            self._note("echoed_context")
+        if not result.text.strip():
+            self._note("empty_replies")
+
+    def _note(self, kind: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._counts[kind] += 1
+            count = self._counts[kind]
+            due = now - self._warned.get(kind, -self.WARN_EVERY_SECONDS) >= self.WARN_EVERY_SECONDS
+            if due:
+                self._warned[kind] = now
+        if due:
+            logger.warning("%s (%d so far; stats() counts them as %s)", self.MESSAGES[kind], count, kind)
 
 
 class _Proxy:

@@ -1,0 +1,413 @@
+"""Reading a model's reply: memory blocks found, parsed and removed, incrementally. No I/O.
+
+A block is ``<memory>`` + JSON + ``</memory>``. Real models also write near misses, which are
+recognised, stripped and parsed too (and counted as repairs): ``<memories>`` tags or a mismatched
+closing tag, an untagged ``{"memories": ...}`` object (fenced or not) on a line of its own,
+single-quoted (Python-style) JSON. A model that echoes the ``<remembered_context>`` block it was
+shown has the echo removed, unparsed. ``BlockParser`` does all of it over any split of the reply,
+so plain and streamed replies are handled by the same code; what it could not use is reported in
+``problems``, never raised.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._models import CATEGORIES, MAX_TEXT_CHARS, is_encodable
+
+__all__ = ["ExtractedMemory", "ParseResult", "BlockParser", "parse_reply", "parse_block", "CATEGORY_SYNONYMS"]
+
+MAX_BLOCK_CHARS = 20_000
+MAX_MEMORIES_PER_BLOCK = 20
+
+#: What models write for a category, folded to ours (case is ignored too).
+CATEGORY_SYNONYMS = {
+    "preference": "preference", "preferences": "preference", "pref": "preference", "like": "preference",
+    "likes": "preference", "dislike": "preference", "dislikes": "preference", "taste": "preference",
+    "fact": "fact", "facts": "fact", "identity": "fact", "personal": "fact", "profile": "fact", "bio": "fact",
+    "constraint": "fact", "health": "fact", "context": "context", "contexts": "context", "goal": "context",
+    "goals": "context", "task": "context", "tasks": "context", "project": "context", "plan": "context",
+    "plans": "context", "ongoing": "context", "current": "context", "event": "context",
+}
+#: Template and placeholder text a model may copy from the instruction instead of writing a fact.
+_PLACEHOLDER = re.compile(
+    r"^\W*$|^<[^>]*>$|^\.\.\.|^(content|text|memory|fact|facts|preference|context|none|null|n/?a|string|"
+    r"example|todo|tbd|user|the user|nothing( new)?( to remember)?)\W*$|\bpreference\|fact\b",
+    re.IGNORECASE)
+#: Decorations copied from the lines of remembered context: a leading ``[1]``, a date, a category.
+_COPIED = re.compile(r"^\s*(?:-\s*)?(?:\[\d+\]\s*)?(?:\d{4}-\d\d-\d\d\s*[,:;·-]?\s*)?"
+                     r"(?:(?:preference|fact|context)\s*[:·-]\s*)?|\s*[(\[](?:said\s*)?\d{4}-\d\d-\d\d[)\]]\s*$",
+                     re.IGNORECASE)
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_LEADING_TAGS = re.compile(r"^(?:\s*<\s*memor(?:y|ies)\s*>)+", re.IGNORECASE)  # a repeated opening tag
+
+_NAMES = ("memory", "memories", "remembered_context")
+#: Tags are matched case-insensitively, with white space allowed inside (``<memory >``, ``</ memory>``).
+_TAG = re.compile(r"<\s*(/?)\s*(memory|memories|remembered_context)\s*>", re.IGNORECASE)
+_MEMORY_CLOSE = re.compile(r"<\s*/\s*memor(?:y|ies)\s*>", re.IGNORECASE)
+_ECHO_CLOSE = re.compile(r"<\s*/\s*remembered_context\s*>", re.IGNORECASE)
+_PARTIAL = re.compile(r"<\s*/?\s*([A-Za-z_]*)(\s*)")
+MAX_TAG_CHARS = 32
+#: An untagged block: a line that starts a JSON object whose first key is "memories".
+_BARE = re.compile(r"[ \t]*(?:```[a-zA-Z]*[ \t]*\n?[ \t]*)?(?=\{\s*[\"']memories[\"']\s*:)", re.IGNORECASE)
+_FENCE_LINE = re.compile(r"[ \t]*```[a-zA-Z]*[ \t]*")
+_BARE_FORMS = ('{"memories":', "{'memories':", '```json{"memories":', "```json{'memories':", '```{"memories":',
+               "```{'memories':")
+
+
+@dataclass(frozen=True)
+class ExtractedMemory:
+    text: str
+    category: str = "fact"
+    #: What the model says this memory corrects: a number of the remembered context (``"2"``), a
+    #: memory reference (``m1a2b3c``), or the old text. Resolved by whoever showed the context.
+    replaces: str | None = None
+
+
+@dataclass
+class ParseResult:
+    text: str
+    memories: list[ExtractedMemory] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    blocks: int = 0
+    repairs: int = 0
+    echoes: int = 0
+
+
+def parse_block(body: str) -> tuple[list[ExtractedMemory], list[str]]:
+    """The memories in the inside of one block, and what was wrong with it."""
+    memories, problems, _ = _parse_block(body)
+    return memories, problems
+
+
+def _load(body: str) -> tuple[Any, bool]:
+    """JSON, or else a Python literal (single quotes): the value and whether it needed the repair."""
+    try:
+        return json.loads(body), False
+    except (ValueError, RecursionError) as exc:  # also: nesting too deep, an integer too long
+        error = exc
+    try:
+        return ast.literal_eval(body), True
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+        raise ValueError(str(error)[:120]) from None
+
+
+def _parse_block(body: str) -> tuple[list[ExtractedMemory], list[str], bool]:
+    problems: list[str] = []
+    body = _FENCE.sub("", _LEADING_TAGS.sub("", body).strip()).strip()
+    if not body:
+        return [], problems, False
+    if len(body) > MAX_BLOCK_CHARS:
+        return [], [f"memory block of {len(body)} characters exceeds {MAX_BLOCK_CHARS}; ignored"], False
+    try:
+        data, repaired = _load(body)
+    except ValueError as exc:
+        return [], [f"memory block is not valid JSON ({exc}); ignored"], False
+    if isinstance(data, dict):
+        data = data.get("memories", [])
+    if isinstance(data, (str, dict)):
+        data = [data]
+    if not isinstance(data, list):
+        return [], [f"memory block holds {type(data).__name__}, not a list of memories; ignored"], repaired
+    memories = [m for m in (_item(item, problems) for item in data[:MAX_MEMORIES_PER_BLOCK]) if m is not None]
+    if len(data) > MAX_MEMORIES_PER_BLOCK:
+        problems.append(f"memory block had {len(data)} items; kept the first {MAX_MEMORIES_PER_BLOCK}")
+    return memories, problems, repaired
+
+
+def _item(item: Any, problems: list[str]) -> ExtractedMemory | None:
+    category: Any = "fact"  # a plain string carries no category; fact is its meaning
+    replaces: Any = None
+    text: Any = item
+    if isinstance(item, dict):
+        text = item.get("content", item.get("text", item.get("memory")))
+        category = item.get("category", "fact")
+        replaces = item.get("replaces")
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"memory item without text skipped: {str(item)[:80]!r}")
+        return None
+    if len(text.strip()) > MAX_TEXT_CHARS:
+        problems.append(f"memory item of {len(text)} characters skipped")
+        return None
+    if not is_encodable(text):
+        problems.append("memory item holding a lone surrogate (not valid Unicode text) skipped")
+        return None
+    text = _COPIED.sub("", text).strip()  # decorations copied from the remembered context
+    if _PLACEHOLDER.search(text):
+        problems.append(f"placeholder memory {text[:40]!r} skipped")
+        return None
+    folded = CATEGORY_SYNONYMS.get(category.strip().lower()) if isinstance(category, str) else None
+    if folded is None:
+        problems.append(f"memory category {category!r} is not one of {CATEGORIES}; stored as fact")
+    if isinstance(replaces, int) and not isinstance(replaces, bool):
+        replaces = str(replaces)
+    if replaces is not None and not (isinstance(replaces, str) and 0 < len(replaces.strip()) <= MAX_TEXT_CHARS):
+        problems.append(f"memory item's replaces {str(replaces)[:40]!r} is not a reference; ignored")
+        replaces = None
+    return ExtractedMemory(text, folded or "fact", replaces.strip() if replaces else None)
+
+
+def _could_be_tag(text: str) -> bool:
+    """Whether ``text`` (from a ``<``) could still grow into one of our tags."""
+    partial = _PARTIAL.fullmatch(text) if len(text) <= MAX_TAG_CHARS else None
+    if partial is None:
+        return False
+    word = partial.group(1).lower()
+    return word in _NAMES if partial.group(2) else any(name.startswith(word) for name in _NAMES)
+
+
+def _could_be_bare(line: str) -> bool:
+    """Whether a line could still grow into the start of an untagged block."""
+    compact = re.sub(r"\s", "", line).lower()
+    return len(line) <= 48 and any(form.startswith(compact) for form in _BARE_FORMS)
+
+
+def _hold_from(text: str, line_start: bool) -> int:
+    """Where a suffix of ``text`` that could still grow into a tag or an untagged block begins."""
+    start = max(0, len(text) - MAX_TAG_CHARS)
+    tag = next((i for i in range(start, len(text)) if text[i] == "<" and _could_be_tag(text[i:])), len(text))
+    line = text.rfind("\n") + 1
+    if line == 0 and not line_start:
+        return tag
+    if not _could_be_bare(text[line:]):
+        return tag
+    previous = text.rfind("\n", 0, line - 1) + 1 if line else -1
+    if previous >= 0 and (previous or line_start) and _FENCE_LINE.fullmatch(text, previous, line - 1):
+        line = previous  # a fence on the line before may open the untagged block
+    return min(tag, line)
+
+
+def _json_end(text: str) -> int | None:
+    """The end of the JSON object (or Python dict) at the start of ``text``, quotes respected."""
+    depth, quote, escaped = 0, "", False
+    for i, char in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def _opens_block(after: str) -> bool | None:
+    """Whether a ``<memory>`` tag followed by ``after`` starts a block: only a tag followed by JSON
+    (or a code fence, or its closing tag) does, so an answer that mentions ``<memory>`` keeps its
+    text. None while ``after`` is too short to tell."""
+    body = after.lstrip()
+    if not body:
+        return None
+    if body[0] in "[{\"'" or body.startswith("```") or _MEMORY_CLOSE.match(body):
+        return True
+    again = _TAG.match(body)
+    if again is not None and not again.group(1) and again.group(2).lower() != "remembered_context":
+        return _opens_block(body[again.end():])  # "<memory><memory>{...": as the second one does
+    if "```".startswith(body) or _could_be_tag(body):
+        return None
+    return False
+
+
+class BlockParser:
+    """Incremental stripper: ``feed`` returns text that is safe to show now, ``finish`` the rest.
+
+    Only what could still be the start of a block (a partial tag, an opening tag whose next
+    characters are not here yet, a line that may open an untagged block, with the white space
+    before them) is held back, so text reaches the caller without visible delay. A ``<memory>`` tag
+    that does not start a block, and a closing tag outside one, are the answer's own text.
+    """
+
+    def __init__(self) -> None:
+        self.memories: list[ExtractedMemory] = []
+        self.problems: list[str] = []
+        self.blocks = 0
+        self.repairs = 0  # near-miss blocks recognised
+        self.echoes = 0  # remembered-context blocks the model repeated, removed
+        self._pending = ""  # text not yet shown (outside) or the block body so far (inside)
+        self._kind: str | None = None  # inside: "memory", "echo" or "bare"
+        self._fenced = False  # the untagged block began with a code fence, to be closed after it
+        self._oversized = False
+        self._tail = ""  # the last characters shown, which may meet the text after a removed block
+        self._after_cut = False
+
+    def feed(self, chunk: str) -> str:
+        self._pending += chunk
+        shown: list[str] = []
+        while self._step(shown):
+            pass
+        return "".join(shown)
+
+    def _step(self, shown: list[str]) -> bool:
+        """One move of the scanner; False when it needs more text."""
+        if self._kind is not None:
+            return self._inside()
+        if self._after_cut:
+            joined = self._joined_tag()
+            if joined is not False:
+                return bool(joined)  # None: the text after a removed block might still complete a tag
+        line_start = not self._tail or self._tail.endswith("\n")
+        tag = _TAG.search(self._pending)
+        bare = self._bare(line_start)
+        if bare is not None and (tag is None or bare[0] <= tag.start()):
+            self._show(shown, self._pending[:bare[0]].rstrip())
+            self._fenced = "`" in self._pending[bare[0]:bare[1]]
+            self._pending = self._pending[bare[1]:]
+            self._enter("bare")
+            return True
+        if tag is None:
+            visible = self._pending[:_hold_from(self._pending, line_start)].rstrip()  # and the white space before
+            self._show(shown, visible)
+            self._pending = self._pending[len(visible):]
+            return False
+        closing, name = bool(tag.group(1)), tag.group(2).lower()
+        if closing:
+            self._show(shown, self._pending[:tag.end()])  # a closing tag outside a block: the answer's text
+            self._pending = self._pending[tag.end():]
+            return True
+        opens = True if name == "remembered_context" else _opens_block(self._pending[tag.end():])
+        if opens is None:  # wait for what follows the tag
+            visible = self._pending[:tag.start()].rstrip()
+            self._show(shown, visible)
+            self._pending = self._pending[len(visible):]
+            return False
+        if not opens:
+            self._show(shown, self._pending[:tag.end()])  # the answer's own text
+            self._pending = self._pending[tag.end():]
+            return True
+        self._show(shown, self._pending[:tag.start()].rstrip())
+        self._pending = self._pending[tag.end():]
+        self._enter("echo" if name == "remembered_context" else "memory")
+        if name == "memories":
+            self.repairs += 1
+        return True
+
+    def _bare(self, line_start: bool) -> tuple[int, int] | None:
+        """Where an untagged block opens in the pending text: its line's start and its ``{``."""
+        starts = ([0] if line_start else []) + [m.end() for m in re.finditer("\n", self._pending)]
+        for start in starts:
+            found = _BARE.match(self._pending, start)
+            if found is not None:
+                return start, found.end()
+        return None
+
+    def _enter(self, kind: str) -> None:
+        self._kind = kind
+        if kind == "bare":
+            self.repairs += 1
+
+    def _inside(self) -> bool:
+        if self._kind == "bare":
+            end = _json_end(self._pending)
+            if end is None:
+                self._guard_size()
+                return False
+            body, rest = self._pending[:end], self._pending[end:]
+            if self._fenced:
+                stripped = rest.lstrip()
+                if "```".startswith(stripped) and len(stripped) < 3:
+                    return False  # the closing fence may still come
+                if stripped.startswith("```"):
+                    rest = stripped[3:]
+            self._close_block(body)
+            self._pending = rest
+        else:
+            close = (_ECHO_CLOSE if self._kind == "echo" else _MEMORY_CLOSE).search(self._pending)
+            if close is None:
+                self._guard_size()
+                return False
+            if self._kind == "memory" and not close.group(0).lower().replace(" ", "").endswith("memory>"):
+                self.repairs += 1  # <memory> ... </memories>
+            self._close_block(self._pending[:close.start()])
+            self._pending = self._pending[close.end():]
+        self._after_cut = True
+        return True
+
+    def _show(self, shown: list[str], text: str) -> None:
+        if not self._tail and (self.blocks or self.echoes):
+            text = text.lstrip()  # nothing shown yet: the answer starts after the removed block
+        if text:
+            shown.append(text)
+            self._tail = (self._tail + text)[-MAX_TAG_CHARS:]
+
+    def _joined_tag(self) -> bool | None:
+        """After a block was removed, the text shown before it and the text after it meet: an
+        opening tag they form together (``<`` + ``memory>{...``) still opens a block. True if one
+        was consumed, None if the pending text is too short to tell, False if none can form."""
+        start = self._tail.find("<")
+        while start >= 0:
+            joined = self._tail[start:] + self._pending
+            tag = _TAG.match(joined)
+            if tag is not None and not tag.group(1) and tag.end() > len(self._tail) - start:
+                name = tag.group(2).lower()
+                opens = True if name == "remembered_context" else _opens_block(joined[tag.end():])
+                if opens is None:
+                    return None
+                if opens:
+                    self._pending = joined[tag.end():]
+                    self._enter("echo" if name == "remembered_context" else "memory")
+                    return True
+            elif tag is None and _could_be_tag(joined):
+                return None
+            start = self._tail.find("<", start + 1)
+        self._after_cut = False
+        return False
+
+    def _guard_size(self) -> None:
+        # A hostile or runaway block must not grow without bound; keep only enough to find the tag.
+        if len(self._pending) > MAX_BLOCK_CHARS:
+            if not self._oversized:
+                self.problems.append(f"memory block exceeds {MAX_BLOCK_CHARS} characters; ignored")
+                self._oversized = True
+            self._pending = "" if self._kind == "bare" else self._pending[-MAX_TAG_CHARS:]
+
+    def _close_block(self, body: str) -> None:
+        kind, self._kind = self._kind, None
+        if kind == "echo":
+            self.echoes += 1
+            self._oversized = False
+            return
+        self.blocks += 1
+        if self._oversized:
+            self._oversized = False
+            return
+        memories, problems, repaired = _parse_block(body)
+        self.repairs += repaired
+        self.memories.extend(memories)
+        self.problems.extend(problems)
+
+    def finish(self) -> str:
+        """The text still held back; an unclosed block is stripped from its start on, and what it
+        held is kept only if it parses."""
+        if self._kind is not None:
+            if self._kind != "echo":
+                self.problems.append("memory block was never closed; stripped")
+            self._close_block(self._pending)
+            self._pending = ""
+            return ""
+        rest, self._pending = self._pending, ""
+        if self._after_cut and not rest.strip():
+            return ""  # white space after a removed block
+        return rest if rest.strip() else ("" if self.blocks or self.echoes else rest)
+
+
+    def result(self, text: str) -> ParseResult:
+        """What this parser found, with ``text``, the reply as the caller got it."""
+        return ParseResult(text, list(self.memories), list(self.problems), self.blocks, self.repairs, self.echoes)
+
+
+def parse_reply(text: str) -> ParseResult:
+    """Strip every memory block (and echoed context) from a whole reply."""
+    parser = BlockParser()
+    return parser.result(parser.feed(text) + parser.finish())
