@@ -181,3 +181,15 @@ def test_async_client_with_openai_embeddings_uses_its_own_endpoint(server, tmp_p
     found = asyncio.run(main())
     assert found[0][0].text == "Prefers tabs"
     assert sum(r.path == "/v1/embeddings" for r in server.requests) >= 2  # through the sync twin
+
+
+def test_async_reply_of_only_a_block_is_asked_again(server, tmp_path):
+    replies = iter(['<memory>{"memories": [{"content": "Likes figs"}]}</memory>', "Figs are great."])
+    server.script_chat(lambda body: next(replies))
+
+    async def main():
+        async with wrap(server, tmp_path) as client:
+            response = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "figs?"}])
+            return response.choices[0].message.content, [m.text for m in await client.memory.get_all()]
+
+    assert asyncio.run(main()) == ("Figs are great.", ["Likes figs"])

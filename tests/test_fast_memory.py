@@ -229,16 +229,19 @@ def test_wrapping_checks_the_client_and_arguments(tmp_path):
 
 def test_protocol_lapses_are_counted_in_stats_and_warned_about_once_a_minute(client, server, caplog):
     replies = iter(["No block here.", "Still none.", '<memory>{"memories": [{"content": "Likes figs"}]}</memory>',
+                   "Figs are great.",  # asked again without the instruction: the model wrote only its block
                    'Sure.\n<memories>{"memories": [{"content": "Uses vim"}]}</memories>',
                    "<remembered_context>\n[1] 2026-01-01, fact: Likes figs\n</remembered_context>\nFigs!"])
     server.script_chat(lambda body: next(replies))
     with caplog.at_level(logging.WARNING, logger="headroom.memory"):
         answers = [client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"turn {i}"}])
                    .choices[0].message.content for i in range(5)]
-    assert answers == ["No block here.", "Still none.", "", "Sure.", "Figs!"]
+    assert answers == ["No block here.", "Still none.", "Figs are great.", "Sure.", "Figs!"]
+    assert "<memory>" in system_text(server.chat_requests()[2]) and "<memory>" not in system_text(server.chat_requests()[3])
     stats = client.memory.stats()
     assert stats["replies_without_block"] == 3  # the echo reply had no block either
-    assert stats["empty_replies"] == 1 and stats["repaired_blocks"] == 1 and stats["echoed_context"] == 1
+    assert stats["empty_replies"] == 1 and stats["asked_again"] == 1
+    assert stats["repaired_blocks"] == 1 and stats["echoed_context"] == 1
     assert sorted(m.text for m in client.memory.get_all()) == ["Likes figs", "Uses vim"]
     lapses = [r.message for r in caplog.records if "wrote none" in r.message]
     assert len(lapses) == 1 and "1 so far" in lapses[0]  # the second lapse is counted, not logged

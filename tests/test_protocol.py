@@ -19,12 +19,16 @@ from headroom.memory._protocol import (
 BLOCK = '<memory>{"memories": [{"content": "Prefers Python", "category": "preference"}]}</memory>'
 
 
-def test_instruction_is_short_names_the_categories_and_gives_nothing_to_copy():
-    assert len(INSTRUCTION.split()) < 70
-    for word in ("Answer the user first", "preference", "fact", "context", "<memory>", "empty list", "replaces"):
+def test_instruction_is_short_names_the_categories_and_its_example_is_never_stored():
+    assert len(INSTRUCTION.split()) < 80
+    for word in ("answer to the user first", "preference", "fact", "context", "<memory>", '"memories": []',
+                 "replaces"):
         assert word in INSTRUCTION
     for example in ("Prefers Python", "fintech", "microservices", '"..."'):  # copied verbatim by small models
         assert example not in INSTRUCTION
+    example = INSTRUCTION.split("Example: ")[1].split("\n")[0]
+    copied = parse_reply("Sure.\n" + example)
+    assert copied.text == "Sure." and copied.blocks == 1 and copied.memories == []  # a copy is not a fact
 
 
 def test_plain_block_is_stripped_and_parsed():
@@ -85,6 +89,17 @@ def test_json_in_an_answer_is_the_answers_text():
     answer = 'Use this config:\n```json\n{"name": "api", "memory": 512}\n```\nand {"memory_limit": 2}.'
     result = parse_reply(answer)
     assert result.text == answer and result.memories == [] and result.repairs == 0
+
+
+def test_a_stray_replaces_tag_is_removed_when_short_and_kept_in_prose():
+    assert parse_reply('<memory>["Lives in Amsterdam"]</memory>\n<replaces>:1</replaces>').text == ""
+    prose = "In XSLT, <replaces> is not an element; " + "you want xsl:copy or a template match instead. " * 3
+    assert parse_reply(prose).text == prose
+
+
+def test_a_category_list_copied_from_the_template_folds_to_its_first_known_word():
+    (memory,), problems = parse_block('[{"content": "Migrating to microservices", "category": "context|fact|project"}]')
+    assert memory.category == "context" and problems == []
 
 
 def test_an_echoed_context_block_is_removed_unparsed():
@@ -218,7 +233,8 @@ words = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=4
 BLOCK_BODY = '"content": "Prefers Python"'
 tags = st.sampled_from(["<memory>", "</memory>", "<mem", "<", "</", "memory>", "<MEMORY>", "\n", " ", "< memory >",
                         BLOCK, '["x"]', "{", "```", "<memories>", "</memories>", "<remembered_context>",
-                        "</remembered_context>", '\n{"memories": ["y"]}', "\n```json\n", "'"])
+                        "</remembered_context>", '\n{"memories": ["y"]}', "\n```json\n", "'", "<replaces>",
+                        "</replaces>"])
 
 
 def chunked(text: str, cuts: list[int]) -> str:
@@ -253,7 +269,7 @@ def test_no_block_ever_reaches_the_user(parts, cuts):
     shown = chunked(reply, cuts)
     assert shown == parse_reply(reply).text
     assert BLOCK_BODY not in shown
-    for tag in _TAG.finditer(shown):  # a tag the user sees is followed by no JSON
-        assert tag.group(1) or not shown[tag.end():].lstrip().startswith(("[", "{", '"', "```")), shown
+    for tag in _TAG.finditer(shown):  # a memory tag the user sees is followed by no JSON
+        assert tag.group(1) or tag.group(2).lower() not in ("memory", "memories") or not shown[tag.end():].lstrip().startswith(("[", "{", '"', "```")), shown
     if "<" not in reply and "memories" not in reply.lower():
         assert shown == reply  # the model's own words are kept exactly

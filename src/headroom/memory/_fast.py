@@ -44,6 +44,9 @@ class Turn:
     instructed: bool = False
     said: list[str] = field(default_factory=list)  # the user's new messages in this turn
     model: str | None = None
+    #: The request without the memory instruction, to ask again when a model wrote only its block.
+    plain: dict[str, Any] | None = None
+    answered_empty: bool = False
 
 
 class FastMemory:
@@ -97,7 +100,10 @@ class FastMemory:
         out["messages"] = list(messages)
         if turn.injected:
             out["messages"] = prepend_to_message(messages, index, format_injection(turn.injected))  # type: ignore[arg-type]
+        plain = dict(out)
         turn.instructed = self.record is None and dialect.instruct(out)
+        if turn.instructed:
+            turn.plain = plain
         return out, turn
 
     def store(self, result: ParseResult | None, turn: Turn) -> list[Memory]:
@@ -107,6 +113,7 @@ class FastMemory:
         if result is None:
             return []
         self.observed.reply(result)
+        turn.answered_empty = not result.text.strip() and bool(result.blocks or result.echoes)
         extracted = result.memories
         if not extracted:
             return []
@@ -131,6 +138,22 @@ class FastMemory:
                 self._record(turn, dialect.reply_text(response))
         except Exception:
             logger.exception("could not handle the reply's memory; the reply is returned as it is")
+        return response
+
+    def ask_again(self, turn: Turn) -> dict[str, Any] | None:
+        """The request to send again when the model wrote only its memory block (small models do):
+        the same request without the instruction, so the caller still gets an answer."""
+        if not turn.answered_empty or turn.plain is None:
+            return None
+        self.observed.note("asked_again")
+        return turn.plain
+
+    def again(self, response: Any, dialect: Dialect) -> Any:
+        """The second answer, cleaned of anything block-like but not stored (it was not asked for)."""
+        try:
+            dialect.clean(response)
+        except Exception:
+            logger.exception("could not clean the second answer; returned as it is")
         return response
 
     def stream(self, response: Any, turn: Turn, dialect: Dialect, shell: type) -> Any:
@@ -162,6 +185,7 @@ class Observations:
         "repaired_blocks": "the model wrote a memory block in a near-miss format; recognised and stored",
         "echoed_context": "the model repeated the remembered context; removed from the reply",
         "empty_replies": "the reply was empty once its memory block was removed",
+        "asked_again": "the model wrote only its memory block; asked again without the instruction",
     }
 
     def __init__(self) -> None:
@@ -175,15 +199,15 @@ class Observations:
 
     def reply(self, result: ParseResult) -> None:
         if result.blocks == 0:
-            self._note("replies_without_block")
+            self.note("replies_without_block")
         if result.repairs:
-            self._note("repaired_blocks")
+            self.note("repaired_blocks")
         if result.echoes:
-            self._note("echoed_context")
+            self.note("echoed_context")
         if not result.text.strip():
-            self._note("empty_replies")
+            self.note("empty_replies")
 
-    def _note(self, kind: str) -> None:
+    def note(self, kind: str) -> None:
         now = time.monotonic()
         with self._lock:
             self._counts[kind] += 1
@@ -229,7 +253,11 @@ class _Create(_Proxy):
         response = self._wrapped.create(**request)
         if request.get("stream"):
             return self._core.stream(response, turn, self._dialect, MemoryStream)
-        return self._core.after(response, turn, self._dialect)
+        response = self._core.after(response, turn, self._dialect)
+        again = self._core.ask_again(turn)
+        if again is not None:
+            response = self._core.again(self._wrapped.create(**again), self._dialect)
+        return response
 
 
 class _AsyncCreate(_Create):
@@ -240,7 +268,11 @@ class _AsyncCreate(_Create):
         response = await self._wrapped.create(**request)
         if request.get("stream"):
             return self._core.stream(response, turn, self._dialect, AsyncMemoryStream)
-        return await asyncio.to_thread(self._core.after, response, turn, self._dialect)
+        response = await asyncio.to_thread(self._core.after, response, turn, self._dialect)
+        again = self._core.ask_again(turn)
+        if again is not None:
+            response = self._core.again(await self._wrapped.create(**again), self._dialect)
+        return response
 
 
 class _Chat(_Proxy):

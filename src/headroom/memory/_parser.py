@@ -36,7 +36,8 @@ CATEGORY_SYNONYMS = {
 #: Template and placeholder text a model may copy from the instruction instead of writing a fact.
 _PLACEHOLDER = re.compile(
     r"^\W*$|^<[^>]*>$|^\.\.\.|^(content|text|memory|fact|facts|preference|context|none|null|n/?a|string|"
-    r"example|todo|tbd|user|the user|nothing( new)?( to remember)?)\W*$|\bpreference\|fact\b",
+    r"example|todo|tbd|user|the user|nothing( new)?( to remember)?)\W*$|\bpreference\|fact\b|"
+    r"^has a dog named rex\W*$",  # the instruction's example
     re.IGNORECASE)
 #: Decorations copied from the lines of remembered context: a leading ``[1]``, a date, a category.
 _COPIED = re.compile(r"^\s*(?:-\s*)?(?:\[\d+\]\s*)?(?:\d{4}-\d\d-\d\d\s*[,:;·-]?\s*)?"
@@ -45,11 +46,15 @@ _COPIED = re.compile(r"^\s*(?:-\s*)?(?:\[\d+\]\s*)?(?:\d{4}-\d\d-\d\d\s*[,:;·-]
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 _LEADING_TAGS = re.compile(r"^(?:\s*<\s*memor(?:y|ies)\s*>)+", re.IGNORECASE)  # a repeated opening tag
 
-_NAMES = ("memory", "memories", "remembered_context")
+#: Blocks removed unparsed: the context a model repeats, and a stray ``<replaces>1</replaces>`` a
+#: model writes after its block (removed only when it closes within ``SHORT_ECHO_CHARS``).
+_ECHOES = ("remembered_context", "replaces")
+_NAMES = ("memory", "memories", *_ECHOES)
+SHORT_ECHO_CHARS = 120
 #: Tags are matched case-insensitively, with white space allowed inside (``<memory >``, ``</ memory>``).
-_TAG = re.compile(r"<\s*(/?)\s*(memory|memories|remembered_context)\s*>", re.IGNORECASE)
+_TAG = re.compile(r"<\s*(/?)\s*(" + "|".join(_NAMES) + r")\s*>", re.IGNORECASE)
 _MEMORY_CLOSE = re.compile(r"<\s*/\s*memor(?:y|ies)\s*>", re.IGNORECASE)
-_ECHO_CLOSE = re.compile(r"<\s*/\s*remembered_context\s*>", re.IGNORECASE)
+_ECHO_CLOSE = {name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE) for name in _ECHOES}
 _PARTIAL = re.compile(r"<\s*/?\s*([A-Za-z_]*)(\s*)")
 MAX_TAG_CHARS = 32
 #: An untagged block: a line that starts a JSON object whose first key is "memories".
@@ -140,7 +145,7 @@ def _item(item: Any, problems: list[str]) -> ExtractedMemory | None:
     if _PLACEHOLDER.search(text):
         problems.append(f"placeholder memory {text[:40]!r} skipped")
         return None
-    folded = CATEGORY_SYNONYMS.get(category.strip().lower()) if isinstance(category, str) else None
+    folded = _fold(category)
     if folded is None:
         problems.append(f"memory category {category!r} is not one of {CATEGORIES}; stored as fact")
     if isinstance(replaces, int) and not isinstance(replaces, bool):
@@ -149,6 +154,18 @@ def _item(item: Any, problems: list[str]) -> ExtractedMemory | None:
         problems.append(f"memory item's replaces {str(replaces)[:40]!r} is not a reference; ignored")
         replaces = None
     return ExtractedMemory(text, folded or "fact", replaces.strip() if replaces else None)
+
+
+def _fold(category: Any) -> str | None:
+    """Our category for what a model wrote: any case, a synonym, or the first known word of a list
+    copied from the template (``"context|fact"``)."""
+    if not isinstance(category, str):
+        return None
+    for word in [category.strip(), *re.split(r"[^A-Za-z]+", category)]:
+        folded = CATEGORY_SYNONYMS.get(word.lower())
+        if folded:
+            return folded
+    return None
 
 
 def _could_be_tag(text: str) -> bool:
@@ -203,6 +220,17 @@ def _json_end(text: str) -> int | None:
     return None
 
 
+def _opens(name: str, after: str) -> bool | None:
+    """Whether an opening tag ``name`` followed by ``after`` starts a block (None: too short to tell)."""
+    if name == "remembered_context":
+        return True
+    if name == "replaces":
+        if _ECHO_CLOSE[name].search(after[:SHORT_ECHO_CHARS]):
+            return True
+        return None if len(after) < SHORT_ECHO_CHARS else False
+    return _opens_block(after)
+
+
 def _opens_block(after: str) -> bool | None:
     """Whether a ``<memory>`` tag followed by ``after`` starts a block: only a tag followed by JSON
     (or a code fence, or its closing tag) does, so an answer that mentions ``<memory>`` keeps its
@@ -213,7 +241,7 @@ def _opens_block(after: str) -> bool | None:
     if body[0] in "[{\"'" or body.startswith("```") or _MEMORY_CLOSE.match(body):
         return True
     again = _TAG.match(body)
-    if again is not None and not again.group(1) and again.group(2).lower() != "remembered_context":
+    if again is not None and not again.group(1) and again.group(2).lower() not in _ECHOES:
         return _opens_block(body[again.end():])  # "<memory><memory>{...": as the second one does
     if "```".startswith(body) or _could_be_tag(body):
         return None
@@ -237,6 +265,8 @@ class BlockParser:
         self.echoes = 0  # remembered-context blocks the model repeated, removed
         self._pending = ""  # text not yet shown (outside) or the block body so far (inside)
         self._kind: str | None = None  # inside: "memory", "echo" or "bare"
+        self._echo = ""  # the tag of the echo block we are in
+        self._final = False  # the reply has ended: what is still undecided is the answer's text
         self._fenced = False  # the untagged block began with a code fence, to be closed after it
         self._oversized = False
         self._tail = ""  # the last characters shown, which may meet the text after a removed block
@@ -276,7 +306,9 @@ class BlockParser:
             self._show(shown, self._pending[:tag.end()])  # a closing tag outside a block: the answer's text
             self._pending = self._pending[tag.end():]
             return True
-        opens = True if name == "remembered_context" else _opens_block(self._pending[tag.end():])
+        opens = _opens(name, self._pending[tag.end():])
+        if opens is None and self._final:
+            opens = False  # the reply ended before the tag could open anything: the answer's text
         if opens is None:  # wait for what follows the tag
             visible = self._pending[:tag.start()].rstrip()
             self._show(shown, visible)
@@ -288,7 +320,7 @@ class BlockParser:
             return True
         self._show(shown, self._pending[:tag.start()].rstrip())
         self._pending = self._pending[tag.end():]
-        self._enter("echo" if name == "remembered_context" else "memory")
+        self._enter(name)
         if name == "memories":
             self.repairs += 1
         return True
@@ -302,9 +334,11 @@ class BlockParser:
                 return start, found.end()
         return None
 
-    def _enter(self, kind: str) -> None:
-        self._kind = kind
-        if kind == "bare":
+    def _enter(self, name: str) -> None:
+        """Inside a block opened by tag ``name`` (or ``bare``: an untagged one)."""
+        self._echo = name if name in _ECHOES else ""
+        self._kind = "echo" if self._echo else "bare" if name == "bare" else "memory"
+        if name == "bare":
             self.repairs += 1
 
     def _inside(self) -> bool:
@@ -323,7 +357,7 @@ class BlockParser:
             self._close_block(body)
             self._pending = rest
         else:
-            close = (_ECHO_CLOSE if self._kind == "echo" else _MEMORY_CLOSE).search(self._pending)
+            close = (_ECHO_CLOSE[self._echo] if self._kind == "echo" else _MEMORY_CLOSE).search(self._pending)
             if close is None:
                 self._guard_size()
                 return False
@@ -351,12 +385,12 @@ class BlockParser:
             tag = _TAG.match(joined)
             if tag is not None and not tag.group(1) and tag.end() > len(self._tail) - start:
                 name = tag.group(2).lower()
-                opens = True if name == "remembered_context" else _opens_block(joined[tag.end():])
+                opens = _opens(name, joined[tag.end():])
                 if opens is None:
                     return None
                 if opens:
                     self._pending = joined[tag.end():]
-                    self._enter("echo" if name == "remembered_context" else "memory")
+                    self._enter(name)
                     return True
             elif tag is None and _could_be_tag(joined):
                 return None
@@ -396,7 +430,11 @@ class BlockParser:
             self._close_block(self._pending)
             self._pending = ""
             return ""
-        rest, self._pending = self._pending, ""
+        self._final = True
+        shown = self.feed("")  # tags that waited for text that never came
+        if self._kind is not None:
+            return shown + self.finish()
+        rest, self._pending = shown + self._pending, ""
         if self._after_cut and not rest.strip():
             return ""  # white space after a removed block
         return rest if rest.strip() else ("" if self.blocks or self.echoes else rest)

@@ -30,11 +30,11 @@ __all__ = [
 ]
 
 INSTRUCTION = (
-    "Answer the user first. Then, on a new line, add a memory block with the new facts the user "
-    "stated about themselves (who they are, what they prefer, what they are working on), or an "
-    "empty list. The user never sees it.\n"
-    '<memory>{"memories": [{"content": "<fact>", "category": "preference|fact|context"}]}</memory>\n'
-    'If a fact corrects a numbered note, add "replaces": "<its number>".'
+    "Write your full answer to the user first. Then end with a memory block of new facts the user "
+    "stated about themselves, as in this example (the user never sees it):\n"
+    'Example: <memory>{"memories": [{"content": "Has a dog named Rex", "category": "fact"}]}</memory>\n'
+    'Categories: preference, fact, context. Nothing new: <memory>{"memories": []}</memory>. To correct a '
+    'numbered note, add "replaces": "<its number>".'
 )
 
 EXTRACTION_INSTRUCTION = (
