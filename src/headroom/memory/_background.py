@@ -52,7 +52,7 @@ KNOWN_MEMORIES = 10
 EXTRACTION_MAX_TOKENS = 512
 #: Structured output, for servers that support it (OpenAI, vLLM, llama.cpp): the reply is then a
 #: valid ``{"memories": [...]}`` object, which the parser reads like a block.
-STRUCTURED = {"type": "json_schema", "json_schema": {"name": "memories", "strict": True, "schema": EXTRACTION_SCHEMA}}
+STRUCTURED = {"type": "json_schema", "json_schema": {"name": "memories", "strict": False, "schema": EXTRACTION_SCHEMA}}
 
 
 def make_caller(client: Any, dialect: Dialect) -> Caller:

@@ -49,15 +49,16 @@ EXTRACTION_INSTRUCTION = (
 )
 
 #: The JSON schema of an extraction reply, for servers that constrain output to one (OpenAI,
-#: vLLM, llama.cpp): the model then cannot write anything but a valid block body.
+#: vLLM, llama.cpp): the model then cannot write anything but a valid block body. ``replaces`` is
+#: an optional note number: a free string let a small model fill it with noise up to its limit.
 EXTRACTION_SCHEMA = {
     "type": "object",
-    "properties": {"memories": {"type": "array", "maxItems": 10, "items": {
+    "properties": {"memories": {"type": "array", "maxItems": 8, "items": {
         "type": "object",
-        "properties": {"content": {"type": "string", "maxLength": 300},
+        "properties": {"content": {"type": "string", "maxLength": 200},
                        "category": {"type": "string", "enum": ["preference", "fact", "context"]},
-                       "replaces": {"type": ["string", "null"], "maxLength": 300}},
-        "required": ["content", "category", "replaces"], "additionalProperties": False}}},
+                       "replaces": {"type": "integer", "minimum": 1, "maximum": 99}},
+        "required": ["content", "category"], "additionalProperties": False}}},
     "required": ["memories"], "additionalProperties": False,
 }
 
