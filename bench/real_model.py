@@ -103,6 +103,7 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
             history: list[dict[str, str]] = []
             for turn in session:
                 before = {m.id for m in client.memory.get_all()}
+                first_call = len(recorder.calls)  # the instructed call; a second one asks again
                 messages = [*history, {"role": "user", "content": turn.text}]
                 started = time.perf_counter()
                 response = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
@@ -112,12 +113,13 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
                 client.memory.flush(timeout=600)
                 extraction = extractor.calls[extractions_before:]
                 live = client.memory.get_all()
-                sent = recorder.calls[-1]["sent"]["messages"][-1]["content"]
+                sent = recorder.calls[first_call]["sent"]["messages"][-1]["content"]
                 injected = "".join(CONTEXT.findall(sent if isinstance(sent, str) else json.dumps(sent)))
                 row = judge(turn, answer, injected, [m.text for m in live if m.id not in before],
                             [m.text for m in live])
-                raw = recorder.calls[-1]["wrote"] if mode == "fast" else (extraction[-1]["wrote"] if extraction else "")
+                raw = recorder.calls[first_call]["wrote"] if mode == "fast" else (extraction[-1]["wrote"] if extraction else "")
                 row.update(user=user.user_id, session=number, kind=turn.kind, said=turn.text, answer=answer,
+                           asked_again=len(recorder.calls) - first_call > 1,
                            raw=raw, compliant=_compliant(raw) if (mode == "fast" or extraction) else None,
                            seconds=round(seconds, 2),
                            extraction_seconds=round(sum(c["seconds"] for c in extraction), 2))
@@ -144,6 +146,7 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "fact_turns_fully_captured": f"{sum(r['captured'] == r['facts'] for r in fact_turns)}/{len(fact_turns)}",
         "stored": stored, "junk": sum(len(r["junk"]) for r in rows),
         "fragments_shown": sum(bool(r["fragments"]) for r in rows), "empty_replies": sum(r["empty"] for r in rows),
+        "asked_again": sum(r.get("asked_again", False) for r in rows),
         "corrections_applied": f"{sum(r['correction_applied'] for r in corrections)}/{len(corrections)}",
         "questions_injected": f"{sum(r['injected'] for r in questions)}/{len(questions)}",
         "questions_used": f"{sum(r['used'] for r in questions)}/{len(questions)}",
