@@ -73,6 +73,9 @@ NEAR_MISSES = {
     "fenced object": 'Sure.\n```json\n{"memories": [{"content": "Uses vim"}]}\n```',
     "single quotes": "Sure.\n<memory>{'memories': [{'content': 'Uses vim'}]}</memory>",
     "untagged single quotes": "Sure.\n{'memories': [{'content': 'Uses vim'}]}",
+    "labelled object": 'Sure.\nMemory block:\n{"memories": [{"content": "Uses vim"}]}',
+    "labelled fenced object": 'Sure.\n**Memories:**\n```json\n{"memories": [{"content": "Uses vim"}]}\n```',
+    "labelled tagged block": 'Sure.\nMemory block:\n<memory>{"memories": [{"content": "Uses vim"}]}</memory>',
 }
 
 
@@ -80,9 +83,14 @@ NEAR_MISSES = {
 def test_near_miss_formats_are_stripped_stored_and_counted(reply):
     result = parse_reply(reply)
     assert result.text == "Sure." and [m.text for m in result.memories] == ["Uses vim"]
-    assert result.repairs >= 1 and result.blocks == 1
+    assert (result.repairs >= 1 or "<memory>" in reply) and result.blocks == 1
     for cut in range(len(reply) + 1):
         assert chunked(reply, [cut]) == "Sure."
+
+
+def test_a_label_alone_is_the_answers_text_and_a_labelled_block_leaves_nothing():
+    assert parse_reply("Memory safety matters.\nMemories: we keep none.").text == "Memory safety matters.\nMemories: we keep none."
+    assert parse_reply('Memory block:\n{"memories": []}').text == ""
 
 
 def test_json_in_an_answer_is_the_answers_text():

@@ -60,6 +60,11 @@ MAX_TAG_CHARS = 32
 #: An untagged block: a line that starts a JSON object whose first key is "memories".
 _BARE = re.compile(r"[ \t]*(?:```[a-zA-Z]*[ \t]*\n?[ \t]*)?(?=\{\s*[\"']memories[\"']\s*:)", re.IGNORECASE)
 _FENCE_LINE = re.compile(r"[ \t]*```[a-zA-Z]*[ \t]*")
+#: A line that only announces the block ("Memory block:", "**Memories:**"): removed with it.
+_LABEL = r"[ \t]*[*_#]*[ \t]*(?:memory(?:[ \t]+block)?|memories)[ \t]*[*_]*[ \t]*:?[ \t]*[*_]*[ \t]*"
+_LABEL_LINE = re.compile(_LABEL, re.IGNORECASE)
+_TRAILING_LABEL = re.compile(r"(?:^|\n)" + _LABEL + r"$", re.IGNORECASE)
+_LABEL_FORMS = ("memoryblock:", "memories:")
 _BARE_FORMS = ('{"memories":', "{'memories':", '```json{"memories":', "```json{'memories':", '```{"memories":',
                "```{'memories':")
 
@@ -178,9 +183,16 @@ def _could_be_tag(text: str) -> bool:
 
 
 def _could_be_bare(line: str) -> bool:
-    """Whether a line could still grow into the start of an untagged block."""
+    """Whether a line could still grow into the start of an untagged block, or a label before one."""
     compact = re.sub(r"\s", "", line).lower()
-    return len(line) <= 48 and any(form.startswith(compact) for form in _BARE_FORMS)
+    label = compact.strip("*_#")
+    return len(line) <= 48 and (any(form.startswith(compact) for form in _BARE_FORMS)
+                                or any(form.startswith(label) for form in _LABEL_FORMS))
+
+
+def _unlabelled(text: str) -> str:
+    """``text`` without a last line that only announces a memory block."""
+    return _TRAILING_LABEL.sub("", text.rstrip()).rstrip()
 
 
 def _hold_from(text: str, line_start: bool) -> int:
@@ -190,12 +202,21 @@ def _hold_from(text: str, line_start: bool) -> int:
     line = text.rfind("\n") + 1
     if line == 0 and not line_start:
         return tag
-    if not _could_be_bare(text[line:]):
+    if not (_could_be_bare(text[line:]) or tag == line):
         return tag
-    previous = text.rfind("\n", 0, line - 1) + 1 if line else -1
-    if previous >= 0 and (previous or line_start) and _FENCE_LINE.fullmatch(text, previous, line - 1):
-        line = previous  # a fence on the line before may open the untagged block
-    return min(tag, line)
+    return min(tag, _announced_from(text, line, line_start))
+
+
+def _announced_from(text: str, line: int, line_start: bool) -> int:
+    """The start of the fence and label lines just before ``line`` (which may open a block), else ``line``."""
+    for _ in range(2):  # a fence, and a label before it, on the lines before may belong to the block
+        previous = text.rfind("\n", 0, line - 1) + 1 if line else -1
+        if previous < 0 or not (previous or line_start):
+            break
+        if not (_FENCE_LINE.fullmatch(text, previous, line - 1) or _LABEL_LINE.fullmatch(text, previous, line - 1)):
+            break
+        line = previous
+    return line
 
 
 def _json_end(text: str) -> int | None:
@@ -291,7 +312,7 @@ class BlockParser:
         tag = _TAG.search(self._pending)
         bare = self._bare(line_start)
         if bare is not None and (tag is None or bare[0] <= tag.start()):
-            self._show(shown, self._pending[:bare[0]].rstrip())
+            self._show(shown, _unlabelled(self._pending[:bare[0]]))
             self._fenced = "`" in self._pending[bare[0]:bare[1]]
             self._pending = self._pending[bare[1]:]
             self._enter("bare")
@@ -309,8 +330,11 @@ class BlockParser:
         opens = _opens(name, self._pending[tag.end():])
         if opens is None and self._final:
             opens = False  # the reply ended before the tag could open anything: the answer's text
-        if opens is None:  # wait for what follows the tag
-            visible = self._pending[:tag.start()].rstrip()
+        if opens is None:  # wait for what follows the tag (and keep a label line before it)
+            line = self._pending.rfind("\n", 0, tag.start()) + 1
+            keep = tag.start() if self._pending[line:tag.start()].strip() else _announced_from(
+                self._pending, line, line_start)
+            visible = self._pending[:keep].rstrip()
             self._show(shown, visible)
             self._pending = self._pending[len(visible):]
             return False
@@ -318,7 +342,7 @@ class BlockParser:
             self._show(shown, self._pending[:tag.end()])  # the answer's own text
             self._pending = self._pending[tag.end():]
             return True
-        self._show(shown, self._pending[:tag.start()].rstrip())
+        self._show(shown, _unlabelled(self._pending[:tag.start()]))
         self._pending = self._pending[tag.end():]
         self._enter(name)
         if name == "memories":
