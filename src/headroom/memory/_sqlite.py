@@ -225,6 +225,14 @@ class SQLiteStore:
         self._indexes.touch(user_id)  # it may have grown: count it again against the cache budget
         return index
 
+    def _index_in(self, indexes: dict[str, VectorIndex], user_id: str) -> VectorIndex:
+        """The user's current index, looked up once per write transaction (``indexes`` keeps it:
+        an empty index is falsy, so ``get() or`` would look it up again for every row)."""
+        index = indexes.get(user_id)
+        if index is None:
+            index = indexes[user_id] = self._index(user_id)
+        return index
+
     def _index_after_write(self, user_id: str, version: int) -> VectorIndex | None:
         """The user's index if it may be patched in place: it was current just before this write."""
         index = self._indexes.get(user_id)
@@ -320,7 +328,7 @@ class SQLiteStore:
             for memory, vector in zip(memories, rows):
                 existing = self._same_text(db, memory)
                 if existing is None and vector is not None:
-                    index = indexes.get(memory.user_id) or indexes.setdefault(memory.user_id, self._index(memory.user_id))
+                    index = self._index_in(indexes, memory.user_id)
                     existing = near_duplicate(index.nearest, memory.text, vector)
                 if existing is not None:
                     result.append(existing)
@@ -457,7 +465,7 @@ class SQLiteStore:
                     "AND superseded_by IS NULL", (memory.user_id, memory.id, memory.text)).fetchone()
                 if row is None:
                     continue
-                index = indexes.get(memory.user_id) or indexes.setdefault(memory.user_id, self._index(memory.user_id))
+                index = self._index_in(indexes, memory.user_id)
                 twin = near_duplicate(index.nearest, memory.text, vector)
                 replaced = db.execute("SELECT 1 FROM memories WHERE superseded_by = ? LIMIT 1", (memory.id,)).fetchone()
                 if twin is not None and twin.id != memory.id and replaced is None:
