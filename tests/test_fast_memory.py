@@ -228,8 +228,8 @@ def test_wrapping_checks_the_client_and_arguments(tmp_path):
 
 
 def test_protocol_lapses_are_counted_in_stats_and_warned_about_once_a_minute(client, server, caplog):
-    replies = iter(["No block here.", "Still none.", '<memory>{"memories": [{"content": "Likes figs"}]}</memory>',
-                   "Figs are great.",  # asked again without the instruction: the model wrote only its block
+    replies = iter(["No block here.", "Still none.", '<memory>{"memories": [{"content": "Likes figs"}]}</memory>.',
+                   "Figs are great.",  # asked again without the instruction: the model wrote only its block and "."
                    'Sure.\n<memories>{"memories": [{"content": "Uses vim"}]}</memories>',
                    "<remembered_context>\n[1] 2026-01-01, fact: Likes figs\n</remembered_context>\nFigs!"])
     server.script_chat(lambda body: next(replies))

@@ -76,6 +76,10 @@ NEAR_MISSES = {
     "labelled object": 'Sure.\nMemory block:\n{"memories": [{"content": "Uses vim"}]}',
     "labelled fenced object": 'Sure.\n**Memories:**\n```json\n{"memories": [{"content": "Uses vim"}]}\n```',
     "labelled tagged block": 'Sure.\nMemory block:\n<memory>{"memories": [{"content": "Uses vim"}]}</memory>',
+    "fence and broken tag": 'Sure.\n```memory>{"memories": [{"content": "Uses vim"}]}</memory>\n```',
+    "tag without its bracket": 'Sure.\n<memory {"memories": [{"content": "Uses vim"}]}</memory>',
+    "label on the line": 'Sure.\nMemory: {"memories": [{"content": "Uses vim"}]}',
+    "untagged object, closing tag": 'Sure.\n{"memories": [{"content": "Uses vim"}]}</memory>',
 }
 
 

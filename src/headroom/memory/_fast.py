@@ -113,7 +113,7 @@ class FastMemory:
         if result is None:
             return []
         self.observed.reply(result)
-        turn.answered_empty = not result.text.strip() and bool(result.blocks or result.echoes)
+        turn.answered_empty = says_nothing(result.text) and bool(result.blocks or result.echoes)
         extracted = result.memories
         if not extracted:
             return []
@@ -175,6 +175,12 @@ class FastMemory:
             logger.exception("could not queue the turn for extraction")
 
 
+def says_nothing(text: str) -> bool:
+    """True for a reply with no letter or digit left once its block is removed (``""``, ``"."``): a
+    small model that wrote only its block often ends it with a full stop."""
+    return not any(char.isalnum() for char in text)
+
+
 class Observations:
     """How an instructed model follows the protocol, counted for ``stats()`` and warned about at most
     once a minute per kind (a model that never writes a block would otherwise flood the log)."""
@@ -204,7 +210,7 @@ class Observations:
             self.note("repaired_blocks")
         if result.echoes:
             self.note("echoed_context")
-        if not result.text.strip():
+        if says_nothing(result.text):
             self.note("empty_replies")
 
     def note(self, kind: str) -> None:

@@ -57,16 +57,21 @@ _MEMORY_CLOSE = re.compile(r"<\s*/\s*memor(?:y|ies)\s*>", re.IGNORECASE)
 _ECHO_CLOSE = {name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE) for name in _ECHOES}
 _PARTIAL = re.compile(r"<\s*/?\s*([A-Za-z_]*)(\s*)")
 MAX_TAG_CHARS = 32
-#: An untagged block: a line that starts a JSON object whose first key is "memories".
-_BARE = re.compile(r"[ \t]*(?:```[a-zA-Z]*[ \t]*\n?[ \t]*)?(?=\{\s*[\"']memories[\"']\s*:)", re.IGNORECASE)
+#: An untagged block: a line that starts a JSON object whose first key is "memories", perhaps after
+#: a code fence and a broken tag or label on the same line (```` ```memory>{ ````, ``<memory {``,
+#: ``Memory: {``); a ``</memory>`` after its JSON is removed with it.
+_BARE = re.compile(r"[ \t]*(?:```[a-zA-Z]*[ \t]*\n?[ \t]*)?"
+                   r"(?:<[ \t]*memor(?:y|ies)[ \t]*|memor(?:y|ies)(?:[ \t]+block)?[ \t]*>?[ \t]*:?[ \t]*)?"
+                   r"(?=\{\s*[\"']memories[\"']\s*:)", re.IGNORECASE)
 _FENCE_LINE = re.compile(r"[ \t]*```[a-zA-Z]*[ \t]*")
 #: A line that only announces the block ("Memory block:", "**Memories:**"): removed with it.
 _LABEL = r"[ \t]*[*_#]*[ \t]*(?:memory(?:[ \t]+block)?|memories)[ \t]*[*_]*[ \t]*:?[ \t]*[*_]*[ \t]*"
 _LABEL_LINE = re.compile(_LABEL, re.IGNORECASE)
 _TRAILING_LABEL = re.compile(r"(?:^|\n)" + _LABEL + r"$", re.IGNORECASE)
 _LABEL_FORMS = ("memoryblock:", "memories:")
-_BARE_FORMS = ('{"memories":', "{'memories':", '```json{"memories":', "```json{'memories':", '```{"memories":',
-               "```{'memories':")
+_BARE_FORMS = tuple(f"{start}{quote}memories{quote}:" for start in ("{", "```json{", "```{", "```memory>{", "memory>{",
+                                                                   "<memory{", "memory:{")
+                    for quote in "\"'")
 
 
 @dataclass(frozen=True)
@@ -372,9 +377,15 @@ class BlockParser:
                 self._guard_size()
                 return False
             body, rest = self._pending[:end], self._pending[end:]
+            stripped = rest.lstrip()
+            if not self._final and (not stripped or _could_be_tag(stripped)):
+                return False  # a closing tag may follow the JSON
+            close = _MEMORY_CLOSE.match(stripped)
+            if close is not None:
+                rest = stripped[close.end():]
             if self._fenced:
                 stripped = rest.lstrip()
-                if "```".startswith(stripped) and len(stripped) < 3:
+                if "```".startswith(stripped) and len(stripped) < 3 and not self._final:
                     return False  # the closing fence may still come
                 if stripped.startswith("```"):
                     rest = stripped[3:]
@@ -448,21 +459,19 @@ class BlockParser:
     def finish(self) -> str:
         """The text still held back; an unclosed block is stripped from its start on, and what it
         held is kept only if it parses."""
+        self._final = True
+        shown = self.feed("")  # what waited for text that never came: tags, an untagged block's end
         if self._kind is not None:
             if self._kind != "echo":
                 self.problems.append("memory block was never closed; stripped")
-            self._close_block(self._pending)
+            end = _json_end(self._pending) if self._kind == "bare" else None
+            self._close_block(self._pending[:end])
             self._pending = ""
-            return ""
-        self._final = True
-        shown = self.feed("")  # tags that waited for text that never came
-        if self._kind is not None:
-            return shown + self.finish()
+            return shown
         rest, self._pending = shown + self._pending, ""
         if self._after_cut and not rest.strip():
             return ""  # white space after a removed block
         return rest if rest.strip() else ("" if self.blocks or self.echoes else rest)
-
 
     def result(self, text: str) -> ParseResult:
         """What this parser found, with ``text``, the reply as the caller got it."""
