@@ -7,8 +7,9 @@ Runs every user's sessions in order (a session is a new conversation; what was s
 back only through memory), through ``with_fast_memory`` and through ``with_memory`` (flushed after
 each turn, so what a turn stored is known). Per turn and in total it reports: block compliance (the
 raw reply held a block that parsed), facts captured (the turn's fact patterns matched by a live
-memory), junk (memories stored from small talk or questions, placeholders, protocol echoes),
-fragments shown to the caller (tags, context blocks, refs), empty replies, corrections applied
+memory), junk (placeholders, protocol echoes, and memories stored on a small-talk or question turn
+unless they state a fact the user gave earlier: a late capture is not junk),
+fragments shown to the caller (tags, context blocks, refs), empty replies (no letter or digit), corrections applied
 (new fact live, old one gone), questions whose memory was injected and used, and latency.
 """
 
@@ -66,12 +67,16 @@ def _compliant(raw: str) -> bool:
                                          for p in parser.problems)
 
 
-def judge(turn: Turn, answer: str, injected: str, new: list[str], live: list[str]) -> dict[str, Any]:
-    """What one turn achieved, by the suite's rules."""
-    junk = [t for t in new if JUNK.search(t) or turn.kind in ("smalltalk", "question") or t.rstrip().endswith("?")]
+def judge(turn: Turn, answer: str, injected: str, new: list[str], live: list[str],
+          stated: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What one turn achieved, by the suite's rules; ``stated``: the fact patterns of the user's
+    turns so far."""
+    junk = [t for t in new if JUNK.search(t) or t.rstrip().endswith("?") or (
+        turn.kind in ("smalltalk", "question") and not any(re.search(p, t, re.I) for p in stated))]
     result: dict[str, Any] = {
         "facts": len(turn.facts), "captured": sum(_matches(p, live) for p in turn.facts),
-        "stored": new, "junk": junk, "empty": not answer.strip(), "fragments": FRAGMENTS.findall(answer),
+        "stored": new, "junk": junk, "empty": not any(c.isalnum() for c in answer),
+        "fragments": FRAGMENTS.findall(answer),
     }
     if turn.kind == "correction":
         result["correction_applied"] = (all(_matches(p, live) for p in turn.facts)
@@ -99,6 +104,7 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
         else:
             client = with_memory(recorder, user_id=user.user_id, db_path=db, embedder=embedder,
                                  extraction_client=extractor, extraction_model=model)
+        stated: tuple[str, ...] = ()
         for number, session in enumerate(user.sessions, 1):
             history: list[dict[str, str]] = []
             for turn in session:
@@ -115,8 +121,9 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
                 live = client.memory.get_all()
                 sent = recorder.calls[first_call]["sent"]["messages"][-1]["content"]
                 injected = "".join(CONTEXT.findall(sent if isinstance(sent, str) else json.dumps(sent)))
+                stated += turn.facts
                 row = judge(turn, answer, injected, [m.text for m in live if m.id not in before],
-                            [m.text for m in live])
+                            [m.text for m in live], stated)
                 raw = recorder.calls[first_call]["wrote"] if mode == "fast" else (extraction[-1]["wrote"] if extraction else "")
                 row.update(user=user.user_id, session=number, kind=turn.kind, said=turn.text, answer=answer,
                            asked_again=len(recorder.calls) - first_call > 1,
