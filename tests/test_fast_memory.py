@@ -114,6 +114,26 @@ def test_caller_messages_are_never_mutated_and_earlier_turns_stay_identical(clie
     assert sent[3]["content"].endswith("Which storage do I prefer?")
 
 
+def test_earlier_answers_are_sent_with_their_blocks_and_the_callers_history_is_untouched(client, server):
+    replies = iter(['Nice to meet you.\n<memory>{"memories": [{"content": "Lives in Oslo", "category": "fact"}]}</memory>',
+                    "Sure.", "Oslo, then.\n<memory>{\"memories\": []}</memory>", "Done."])
+    server.script_chat(lambda body: next(replies))
+    history = [{"role": "user", "content": "I live in Oslo."}]
+    for said in ("Thanks.", "Where do I live?", "Bye."):
+        answer = client.chat.completions.create(model="m", messages=history).choices[0].message.content
+        history = [*history, {"role": "assistant", "content": answer}, {"role": "user", "content": said}]
+    snapshot = copy.deepcopy(history)
+    client.chat.completions.create(model="m", messages=history)
+    *_, third, fourth = server.chat_requests()
+    assert history == snapshot and "<memory>" not in json.dumps(history)
+    assistant = [m["content"] for m in fourth["messages"] if m["role"] == "assistant"]
+    assert assistant == ['Nice to meet you.\n\n<memory>{"memories": [{"content": "Lives in Oslo", "category": "fact"}]}</memory>',
+                         'Sure.\n\n<memory>{"memories": []}</memory>',  # it wrote none: the empty block
+                         'Oslo, then.\n\n<memory>{"memories": []}</memory>']
+    assert [m for m in third["messages"] if m["role"] == "assistant"] == [  # the same bytes on every turn
+        {"role": "assistant", "content": a} for a in assistant[:2]]
+
+
 def test_unrelated_memories_are_not_injected(client, server):
     client.memory.add("Has a cat named Miso", "fact")
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Explain TCP slow start"}])

@@ -26,6 +26,7 @@ from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
 from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, new_user_texts, prepend_to_message
 from ._models import Memory
 from ._protocol import ParseResult, format_injection, resolve_replaces
+from ._replay import BlockReplay
 from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
 
@@ -64,6 +65,7 @@ class FastMemory:
         self.min_score = min_score
         self.record = record
         self.observed = Observations()
+        self.replay = BlockReplay()
         memory.report_stats(self.observed.counts)
 
     def retrieve(self, query: str) -> list[tuple[Memory, float]]:
@@ -104,6 +106,7 @@ class FastMemory:
         turn.instructed = self.record is None and dialect.instruct(out)
         if turn.instructed:
             turn.plain = plain
+            out["messages"] = self.replay.restore(out["messages"])  # earlier answers with their blocks
         return out, turn
 
     def store(self, result: ParseResult | None, turn: Turn) -> list[Memory]:
@@ -113,6 +116,7 @@ class FastMemory:
         if result is None:
             return []
         self.observed.reply(result)
+        self.replay.remember(result.text, result.memories)
         turn.answered_empty = says_nothing(result.text) and bool(result.blocks or result.echoes)
         extracted = result.memories
         if not extracted:

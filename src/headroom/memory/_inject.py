@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 __all__ = ["DEFAULT_MIN_SCORE", "latest_user_index", "new_user_texts", "message_text", "prepend_to_message", "add_instruction",
-           "wants_json"]
+           "with_text_after", "wants_json"]
 
 #: Memories whose cosine similarity to the latest message is below this are not injected. Chosen
 #: with ``bench/injection.py`` (figures in bench/RESULTS.md): on the real-model suite's questions and
@@ -59,7 +59,7 @@ def _with_text_before(content: Any, text: str) -> Any:
     return text
 
 
-def _with_text_after(content: Any, text: str) -> Any:
+def with_text_after(content: Any, text: str) -> Any:
     if isinstance(content, str):
         return f"{content}\n\n{text}" if content else text
     if isinstance(content, Sequence):
@@ -79,7 +79,7 @@ def add_instruction(messages: Sequence[Any], instruction: str) -> list[Any]:
     out = list(messages)
     for i, message in enumerate(messages):
         if isinstance(message, Mapping) and message.get("role") in ("system", "developer"):
-            out[i] = {**message, "content": _with_text_after(message.get("content"), instruction)}
+            out[i] = {**message, "content": with_text_after(message.get("content"), instruction)}
             return out
     return [{"role": "system", "content": instruction}, *out]
 
