@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from headroom.memory import InvalidInputError, MemoryBypassWarning, with_fast_memory
+from headroom.memory._protocol import REMINDER
 from headroom.scripted_server import ScriptedServer
 
 from .spec_examples import examples
@@ -50,7 +51,7 @@ def test_quick_start(doc, server, capsys):
     assert "<memory>" in system_text(first) and "<remembered_context>" not in user_text(first)
     assert [m.text for m in ns["client"].memory.get_all()] == ["Prefers Python for backend work"]
     assert "Prefers Python for backend work" in user_text(second)  # injected into the new conversation
-    assert user_text(second).endswith("What language should I use?")
+    assert user_text(second).endswith(f"What language should I use?\n\n{REMINDER}")
     answer = ns["response"].choices[0].message.content
     assert "Python" in answer and "<memory" not in answer
 
@@ -111,7 +112,7 @@ def test_caller_messages_are_never_mutated_and_earlier_turns_stay_identical(clie
     assert sent[0]["content"].startswith("You are terse.") and "<memory>" in sent[0]["content"]
     assert sent[3]["content"].startswith("<remembered_context>")
     assert "preference: Prefers PostgreSQL for storage" in sent[3]["content"]
-    assert sent[3]["content"].endswith("Which storage do I prefer?")
+    assert sent[3]["content"].endswith(f"Which storage do I prefer?\n\n{REMINDER}")
 
 
 def test_earlier_answers_are_sent_with_their_blocks_and_the_callers_history_is_untouched(client, server):
@@ -179,7 +180,18 @@ def test_no_user_message_and_content_parts(client, server):
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": parts}])
     sent = server.chat_requests()[-1]["messages"][-1]["content"]
     assert sent[0]["type"] == "text" and "Prefers Python" in sent[0]["text"]
-    assert sent[1:] == parts
+    assert sent[1:] == [*parts, {"type": "text", "text": REMINDER}]
+
+
+def test_the_reminder_follows_only_a_user_message_that_ends_the_request(client, server):
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "now", "arguments": "{}"}}]}
+    messages = [{"role": "user", "content": "What time is it?"}, call,
+                {"role": "tool", "tool_call_id": "c1", "content": "12:00"}]
+    client.chat.completions.create(model="m", messages=messages)
+    assert REMINDER not in json.dumps(server.chat_requests()[-1]["messages"])
+    client.chat.completions.create(model="m", messages=messages[:1])
+    assert user_text(server.chat_requests()[-1]) == f"What time is it?\n\n{REMINDER}"
 
 
 def test_response_is_the_sdks_own_object(client, server):

@@ -4,6 +4,7 @@ import openai
 import pytest
 
 from headroom.memory import with_fast_memory, with_memory
+from headroom.memory._protocol import REMINDER
 from headroom.scripted_server import ScriptedServer
 from headroom.transforms import RollingWindowTransform, TokenCounter
 
@@ -38,7 +39,7 @@ def test_spec_compression_example(doc, server, monkeypatch, tmp_path):
     counter = TokenCounter("gpt-4o")
     assert counter.count_messages(very_long_conversation) > 20_000
     assert counter.count_messages(namespace["messages"]) <= 4000
-    assert sent[-1]["content"].endswith("Which language should the new service use?")
+    assert sent[-1]["content"].endswith(f"Which language should the new service use?\n\n{REMINDER}")
     assert len(namespace["messages"]) < len(very_long_conversation)
 
 

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from headroom.memory._protocol import REMINDER
+
 __all__ = ["ScriptedServer", "RecordedRequest", "EventStream", "hash_vector", "chat_completion",
            "chat_chunks", "rule_based_reply", "anthropic_message", "anthropic_events", "as_chat"]
 
@@ -197,6 +199,7 @@ def rule_based_reply(body: dict[str, Any]) -> str:
     if context:
         remembered = [_REMEMBERED.sub("", line) for line in context.group(1).splitlines() if _REMEMBERED.match(line)]
         said = said[context.end():].strip()
+    said = said.replace(REMINDER, "").strip()  # the protocol's own words are not the user's
     heard = _hear(said)
     if remembered:
         answer = "Given what I remember about you (" + "; ".join(remembered) + "), I'd build on that."

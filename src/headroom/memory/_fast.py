@@ -23,9 +23,16 @@ from ._api import UserMemory, open_memory
 from ._dialects import ANTHROPIC, OPENAI, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
-from ._inject import DEFAULT_MIN_SCORE, latest_user_index, message_text, new_user_texts, prepend_to_message
+from ._inject import (
+    DEFAULT_MIN_SCORE,
+    append_to_message,
+    latest_user_index,
+    message_text,
+    new_user_texts,
+    prepend_to_message,
+)
 from ._models import Memory
-from ._protocol import ParseResult, format_injection, resolve_replaces
+from ._protocol import REMINDER, ParseResult, format_injection, resolve_replaces
 from ._replay import BlockReplay
 from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
@@ -106,7 +113,10 @@ class FastMemory:
         turn.instructed = self.record is None and dialect.instruct(out)
         if turn.instructed:
             turn.plain = plain
-            out["messages"] = self.replay.restore(out["messages"])  # earlier answers with their blocks
+            sent = self.replay.restore(out["messages"])  # earlier answers with their blocks
+            if latest_user_index(sent) == len(sent) - 1:  # not after a tool result: mid-history
+                sent = append_to_message(sent, len(sent) - 1, REMINDER)
+            out["messages"] = sent
         return out, turn
 
     def store(self, result: ParseResult | None, turn: Turn) -> list[Memory]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-__all__ = ["DEFAULT_MIN_SCORE", "latest_user_index", "new_user_texts", "message_text", "prepend_to_message", "add_instruction",
-           "with_text_after", "wants_json"]
+__all__ = ["DEFAULT_MIN_SCORE", "latest_user_index", "new_user_texts", "message_text", "prepend_to_message",
+           "append_to_message", "add_instruction", "with_text_after", "wants_json"]
 
 #: Memories whose cosine similarity to the latest message is below this are not injected. Chosen
 #: with ``bench/injection.py`` (figures in bench/RESULTS.md): on the real-model suite's questions and
@@ -71,6 +71,13 @@ def prepend_to_message(messages: Sequence[Any], index: int, text: str) -> list[A
     """A new list in which message ``index`` starts with ``text``."""
     out = list(messages)
     out[index] = {**messages[index], "content": _with_text_before(messages[index].get("content"), text)}
+    return out
+
+
+def append_to_message(messages: Sequence[Any], index: int, text: str) -> list[Any]:
+    """A new list in which message ``index`` ends with ``text``."""
+    out = list(messages)
+    out[index] = {**messages[index], "content": with_text_after(messages[index].get("content"), text)}
     return out
 
 

@@ -16,6 +16,7 @@ from ._parser import BlockParser, ExtractedMemory, ParseResult, parse_block, par
 
 __all__ = [
     "INSTRUCTION",
+    "REMINDER",
     "EXTRACTION_INSTRUCTION",
     "EXTRACTION_SCHEMA",
     "ExtractedMemory",
@@ -36,6 +37,11 @@ INSTRUCTION = (
     'Categories: preference, fact, context. Nothing new: <memory>{"memories": []}</memory>. To correct a '
     'numbered note, add "replaces": "<its number>".'
 )
+
+#: Added after the user's latest message: small models heed the end of the prompt more than the
+#: system message (on Qwen2.5-Coder-1.5B, replies with a block rose from 6 to 20 of 41 turns,
+#: bench/RESULTS.md). It goes only into the copy sent, never into the caller's history.
+REMINDER = "(Answer me first. Then end your reply with the <memory> block.)"
 
 EXTRACTION_INSTRUCTION = (
     "You keep long-term memory about a user. From the conversation turn below, note only facts the "
