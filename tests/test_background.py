@@ -1,5 +1,6 @@
 """with_memory: the reply untouched, extraction in the background, never losing a turn."""
 
+import json
 import logging
 import signal
 import subprocess
@@ -270,3 +271,32 @@ def test_extraction_asks_for_structured_output_with_a_token_bound_and_falls_back
     assert "response_format" not in fallback and fallback["max_tokens"] == 512
     assert "response_format" not in second  # refused once: not asked again
     client.close()
+
+
+def test_notes_from_the_reply_and_questions_are_not_stored_as_the_users(server, tmp_path):
+    proposed = [{"content": "Is vegetarian", "category": "fact"},
+                {"content": "Lentil curry is rich in protein and iron", "category": "fact"},  # the reply's
+                {"content": "What should I cook after a long run?", "category": "context"}]  # a question
+
+    def reply(body):
+        if is_extraction(body):
+            return 200, chat_completion(body, [json.dumps({"memories": proposed})])
+        return 200, chat_completion(body, ["Try a lentil curry: lentils are rich in protein and iron, "
+                                           "which helps recovery."])
+
+    server.handlers["/v1/chat/completions"] = reply
+    client = client_for(server, tmp_path)
+    said = "I'm vegetarian. What should I cook after a long run?"
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": said}])
+    assert client.memory.flush(timeout=30) is True
+    assert [m.text for m in client.memory.get_all()] == ["Is vegetarian"]
+    client.close()
+
+
+def test_a_fact_the_reply_repeats_is_still_the_users():
+    from headroom.memory import LocalEmbedder
+    from headroom.memory._grounding import from_user
+
+    keep = from_user(["Her manager is Dr. Evans", "You're welcome!"], "My manager is called Dr. Evans.",
+                     "Your manager is Dr. Evans. You're welcome!", LocalEmbedder())
+    assert keep == [True, False]

@@ -30,6 +30,7 @@ from ._fast import (
     sync_twin,
     wrap_client,
 )
+from ._grounding import from_user
 from ._inject import DEFAULT_MIN_SCORE
 from ._protocol import EXTRACTION_SCHEMA, extraction_prompt, parse_reply, resolve_replaces
 from ._queue import Job, JobQueue, LeaseLost, RetryPolicy
@@ -198,8 +199,12 @@ class ExtractionWorker:
             parsed = parse_reply(answer)
             for problem in parsed.problems:
                 logger.warning("memory block from extraction: %s", problem)
+            keep = from_user([m.text for m in parsed.memories], "\n".join(said), reply, self.memory.embedder)
+            if not all(keep):
+                logger.info("extraction proposed %d notes that are not the user's (questions, the reply's "
+                            "words); dropped", keep.count(False))
             items = [{"text": m.text, "category": m.category, "replaces": resolve_replaces(m.replaces, known)}
-                     for m in parsed.memories]
+                     for m, mine in zip(parsed.memories, keep) if mine]
             self.memory.add_many(items, source="background", finish=self.queue.finisher(job))
         except LeaseLost as exc:
             logger.info("%s", exc)
