@@ -134,6 +134,7 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
                 print(json.dumps({k: row[k] for k in ("user", "session", "kind", "compliant", "captured", "facts",
                                                          "stored", "junk", "empty", "fragments", "seconds")}),
                       file=log, flush=True)
+                print("  wrote:", json.dumps(raw[-300:]), file=log, flush=True)
                 history += [{"role": "user", "content": turn.text}, {"role": "assistant", "content": answer}]
         client.close()
     return rows

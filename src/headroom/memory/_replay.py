@@ -4,8 +4,8 @@ The caller's history holds the model's earlier answers as the caller got them: c
 their blocks. A model that reads a conversation in which it never wrote a block learns from it not
 to write one, and small models follow the conversation more than the system message: on a 1.5B
 model the share of replies with a block fell turn by turn within a conversation. So ``BlockReplay``
-remembers, for each cleaned answer, the block it carried (written out again in the canonical form,
-an empty one if it held none), and puts it back after that answer in the copy of the history sent
+remembers, for each cleaned answer, the memories its block carried (written out again in the
+canonical form), and puts them back after that answer in the copy of the history sent
 to the model. The caller's messages are never changed, and a history restored the same way every
 time is the same bytes every time, so the provider's prompt cache still holds.
 
@@ -57,8 +57,10 @@ class BlockReplay:
         self._lock = threading.Lock()
 
     def remember(self, answer: str, memories: Sequence[ExtractedMemory]) -> None:
-        """Note that ``answer`` (as the caller got it) carried a block holding ``memories``."""
-        if not answer.strip():
+        """Note that ``answer`` (as the caller got it) carried a block holding ``memories``. An
+        answer with no memories is not noted: a history of empty blocks taught a 1.5B model to
+        write only empty blocks (bench/RESULTS.md)."""
+        if not answer.strip() or not memories:
             return
         key = _key(answer)
         with self._lock:
