@@ -20,7 +20,7 @@ import numpy as np
 import openai
 
 from headroom.memory import LocalEmbedder, with_memory
-from headroom.memory._queue import JobQueue
+from headroom.memory._sqlite_queue import SQLiteJobQueue as JobQueue
 from headroom.scripted_server import ScriptedServer, chat_completion, rule_based_reply
 
 
@@ -74,7 +74,7 @@ def throughput(turns: int, workers: int, embedder: LocalEmbedder, workdir: Path)
         db = str(workdir / f"throughput-{workers}.db")
         client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), "bench", db,
                              embedder=embedder, workers=workers)
-        queue = JobQueue(client.memory.store)
+        queue = client.memory.store.extraction_queue()
         for i in range(turns):  # queued directly, so the drain alone is timed
             queue.put("bench", {"said": [f"We use tool number {i}."], "reply": "Noted.", "model": "m"})
         t = time.perf_counter()

@@ -11,7 +11,7 @@ EXPECTED = {
     "InvalidInputError", "LocalEmbedder", "Memory", "MemoryInput", "NotFoundError", "OpenAIEmbedder",
     "SQLiteStore", "Source", "StorageError", "Store", "UserMemory", "default_db_path", "open_memory",
     "with_fast_memory", "MemoryClient", "AsyncMemoryClient", "AsyncUserMemory", "MemoryStream",
-    "AsyncMemoryStream", "with_memory", "RetryPolicy", "MemoryBypassWarning",
+    "AsyncMemoryStream", "with_memory", "RetryPolicy", "MemoryBypassWarning", "Job", "JobQueue", "LeaseLost",
 }
 
 
@@ -21,6 +21,22 @@ def test_public_names():
         assert hasattr(headroom.memory, name), name
     classes = [getattr(headroom.memory, n) for n in EXPECTED if isinstance(getattr(headroom.memory, n), type)]
     assert all(c.__module__.startswith("headroom.memory.") for c in classes)
+
+
+def test_only_the_sqlite_backend_knows_sqlite():
+    """The seam: the memory API, the wrappers and the workers meet a backend only through ``Store``
+    and ``JobQueue``; ``open_memory`` names ``SQLiteStore`` as the default and nothing else does."""
+    from pathlib import Path
+
+    package = Path(headroom.memory.__file__).parent
+    for module in package.glob("*.py"):
+        if module.name.startswith(("_sqlite", "_migrations")) or module.name == "__init__.py":
+            continue
+        source = module.read_text()
+        assert "import sqlite3" not in source and "sqlite3." not in source, module.name
+        if module.name != "_api.py":
+            assert "SQLiteStore" not in source, module.name
+    assert issubclass(headroom.memory.LeaseLost, headroom.memory.StorageError)
 
 
 def test_transforms_public_names():

@@ -20,8 +20,8 @@ from ._errors import (
     StorageError,
 )
 from ._fast import AsyncMemoryClient, MemoryClient, with_fast_memory
+from ._jobs import Job, JobQueue, LeaseLost, RetryPolicy
 from ._models import CATEGORIES, MAX_TEXT_CHARS, Category, Memory, Source
-from ._queue import RetryPolicy
 from ._sqlite import SQLiteStore
 from ._sqlite_file import default_db_path
 from ._store import Store
@@ -55,6 +55,9 @@ __all__ = [
     "with_fast_memory",
     "with_memory",
     "RetryPolicy",
+    "Job",
+    "JobQueue",
+    "LeaseLost",
     "MemoryClient",
     "AsyncMemoryClient",
     "AsyncUserMemory",

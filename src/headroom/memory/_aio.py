@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from ._api import MemoryInput, UserMemory
+from ._jobs import Job
 from ._models import Category, Memory, Source
 
 __all__ = ["AsyncUserMemory"]
@@ -44,9 +45,9 @@ class AsyncUserMemory:
                                        said_at=said_at)
 
     async def add_many(self, items: Iterable[MemoryInput], *, source: Source = "manual",
-                       defer_embedding: bool = False, finish: Any = None) -> list[Memory]:
+                       defer_embedding: bool = False, done: Job | None = None) -> list[Memory]:
         return await asyncio.to_thread(self.sync.add_many, items, source=source, defer_embedding=defer_embedding,
-                                       finish=finish)
+                                       done=done)
 
     async def get(self, memory_id: str) -> Memory:
         return await asyncio.to_thread(self.sync.get, memory_id)

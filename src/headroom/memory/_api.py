@@ -19,6 +19,7 @@ from ._deferred import EXIT_WAIT_SECONDS, EmbeddingWorker
 from ._embedders import Embedder, make_embedder
 from ._errors import InvalidInputError, NotFoundError
 from ._inject import message_text
+from ._jobs import Job
 from ._models import (
     CATEGORIES,
     MAX_TEXT_CHARS,
@@ -149,7 +150,7 @@ class UserMemory:
         return self.add_many([item], source=source)[0]
 
     def add_many(self, items: Iterable[MemoryInput], *, source: Source = "manual",
-                 defer_embedding: bool = False, finish: Any = None) -> list[Memory]:
+                 defer_embedding: bool = False, done: Job | None = None) -> list[Memory]:
         """Store several memories with one embedding batch and one transaction.
 
         Every item is validated before anything is embedded or written, so one bad item stores none.
@@ -159,8 +160,8 @@ class UserMemory:
         ``replaces`` supersedes the memory it names, if this user has it (otherwise a warning).
         With ``defer_embedding=True`` they are written at once and embedded by a background thread
         a few milliseconds later: listed at once, searchable once embedded (``flush`` waits).
-        ``finish`` is passed to the store's transaction (the extraction queue uses it to remove its
-        job in the same transaction).
+        ``done``: the extraction job the items came from, removed in the transaction that stores
+        them (``Store.add``).
         """
         if source not in SOURCES:
             raise InvalidInputError(f"unknown source {source!r}")
@@ -179,10 +180,9 @@ class UserMemory:
                 results[i] = self.store.supersede(old.id, draft, None if vectors is None else vectors[position])
             else:
                 plain.append(position)
-        if plain or finish is not None:
-            extra = {"finish": finish} if finish is not None else {}
+        if plain or done is not None:
             rows = None if vectors is None else vectors[plain]
-            stored = self.store.add([drafts[todo[p]][0] for p in plain], rows, **extra)
+            stored = self.store.add([drafts[todo[p]][0] for p in plain], rows, done=done)
             for position, memory in zip(plain, stored):
                 results[todo[position]] = memory
         if defer_embedding and todo:

@@ -32,9 +32,8 @@ from ._fast import (
 )
 from ._grounding import from_user
 from ._inject import DEFAULT_MIN_SCORE
+from ._jobs import Job, JobQueue, LeaseLost, RetryPolicy
 from ._protocol import EXTRACTION_SCHEMA, extraction_prompt, parse_reply, resolve_replaces
-from ._queue import Job, JobQueue, LeaseLost, RetryPolicy
-from ._sqlite import SQLiteStore
 from ._store import Store
 
 if TYPE_CHECKING:
@@ -205,7 +204,7 @@ class ExtractionWorker:
                             "words); dropped", keep.count(False))
             items = [{"text": m.text, "category": m.category, "replaces": resolve_replaces(m.replaces, known)}
                      for m, mine in zip(parsed.memories, keep) if mine]
-            self.memory.add_many(items, source="background", finish=self.queue.finisher(job))
+            self.memory.add_many(items, source="background", done=job)
         except LeaseLost as exc:
             logger.info("%s", exc)
         except Exception as exc:  # the model's API, the embedder, the store: retried, then kept as failed
@@ -254,12 +253,10 @@ def with_memory(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InvalidInputError("workers must be a positive integer")
     memory = client_memory(client, user_id, db_path, top_k, use_local_embeddings, embedding_model, embedder, store)
-    if not isinstance(memory.store, SQLiteStore):
-        raise InvalidInputError("with_memory keeps its queue in the SQLite store")
     dialect = dialect_of(client)
     if extraction_client is None:
         extraction_client = sync_twin(client) if is_async(client) else client
-    queue = JobQueue(memory.store)
+    queue = memory.store.extraction_queue()
     worker = ExtractionWorker(memory, queue, make_caller(extraction_client, dialect), workers=workers,
                               policy=retry, model=extraction_model, min_score=min_score)
     memory.attach_worker(worker)

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -27,10 +27,12 @@ from ._errors import (
     StorageError,
 )
 from ._index import IndexCache, VectorIndex
+from ._jobs import Job
 from ._migrations import MIGRATIONS
 from ._models import Memory, new_id, normalize_text
 from ._scoring import Scoring, near_duplicate
 from ._sqlite_file import connect, create_file, default_cache_bytes, default_db_path
+from ._sqlite_queue import SQLiteJobQueue, finish_job
 
 __all__ = ["SQLiteStore", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
@@ -125,6 +127,10 @@ class SQLiteStore:
         except Exception:
             self._db.close()
             raise
+
+    def extraction_queue(self) -> SQLiteJobQueue:
+        """The queue of turns waiting for background extraction, in this file."""
+        return SQLiteJobQueue(self)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -310,18 +316,18 @@ class SQLiteStore:
             params += (category,)
         return [_row_to_memory(r) for r in self.query(sql + " ORDER BY created_at, pk", params)]
 
-    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None,
-            *, finish: Callable[[sqlite3.Connection], None] | None = None) -> list[Memory]:
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None, *, done: Job | None = None) -> list[Memory]:
         """Store new memories in one transaction; each gives the memory stored, or the one it is.
 
         A text the user already has (case and white space folded) gives that memory; so does a
         near duplicate (``near_duplicate``) of a searchable memory or of an earlier item of the batch.
         The check runs inside the write transaction, so two writers cannot both store one fact.
+        ``done``: the extraction job these memories came from, removed in the same transaction.
         """
         rows = vectors if vectors is not None else [None] * len(memories)
         with self.transaction() as db:
-            if finish is not None:
-                finish(db)  # e.g. take a job off the queue: in the same transaction, or not at all
+            if done is not None:
+                finish_job(db, done)  # in the same transaction, or not at all
             result: list[Memory] = []
             indexes: dict[str, VectorIndex] = {}
             touched: set[str] = set()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
+from ._jobs import Job, JobQueue
 from ._models import Memory
 
 if TYPE_CHECKING:
@@ -23,12 +24,18 @@ class Store(Protocol):
     embedding_model: str
     embedding_dim: int
 
-    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> list[Memory]:
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None, *, done: Job | None = None) -> list[Memory]:
         """Store new memories; a text the user already has, or a near duplicate of one of its
         searchable memories (``_scoring.near_duplicate``), returns that memory instead.
 
         With ``vectors=None`` the memories are stored unembedded: listed, not yet searchable.
+        ``done`` is the extraction job (of ``extraction_queue()``) they came from: it is removed in
+        the same transaction, and ``LeaseLost`` (nothing stored) if another worker holds it now.
         """
+        ...
+
+    def extraction_queue(self) -> JobQueue:
+        """The durable queue of turns waiting for background extraction, on this backend."""
         ...
 
     def write_mark(self) -> int:

@@ -1,9 +1,8 @@
-"""The durable queue of turns waiting for background extraction, in the memory file itself.
+"""The extraction queue (``_jobs.JobQueue``) in the SQLite memory file itself (migration 2).
 
-A job is taken under a lease (its owner names host, process and a random token); it leaves the
-queue only in the transaction that stores its memories, so a crash between the two loses nothing and
-stores nothing twice. A running job whose owner died on this host, or whose lease lapsed, is taken
-again by the next worker of the same user.
+A running job whose owner died on this host, or whose lease lapsed, is taken again by the next
+worker of the same user. ``SQLiteStore.add(..., done=job)`` removes a job in the transaction that
+stores its memories (``finish_job`` below).
 """
 
 from __future__ import annotations
@@ -14,38 +13,14 @@ import socket
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from ._errors import StorageError
-from ._sqlite import SQLiteStore
+from ._jobs import Job, LeaseLost, RetryPolicy
 
-__all__ = ["Job", "JobQueue", "RetryPolicy", "LeaseLost"]
+if TYPE_CHECKING:
+    from ._sqlite import SQLiteStore
 
-
-class LeaseLost(StorageError):
-    """The job was taken by another worker after this one's lease lapsed; its result is dropped."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a failing extraction is tried before it is kept as failed."""
-
-    max_attempts: int = 5
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-
-    def delay(self, attempts: int) -> float:
-        return min(self.max_delay, self.base_delay * 2 ** max(attempts - 1, 0))
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    user_id: str
-    payload: dict[str, Any]
-    attempts: int
-    owner: str
+__all__ = ["SQLiteJobQueue", "finish_job"]
 
 
 def _alive_elsewhere(owner: str | None) -> bool:
@@ -67,7 +42,16 @@ def _alive_elsewhere(owner: str | None) -> bool:
     return True
 
 
-class JobQueue:
+def finish_job(db: sqlite3.Connection, job: Job) -> None:
+    """Remove ``job`` inside the caller's transaction; LeaseLost if its lease is no longer ``job.owner``'s."""
+    gone = db.execute("DELETE FROM extraction_jobs WHERE id = ? AND lease_owner = ?", (job.id, job.owner)).rowcount
+    if not gone:
+        raise LeaseLost(f"extraction job {job.id} was taken by another worker")
+
+
+class SQLiteJobQueue:
+    """``JobQueue`` on the store's file and connection (its transactions, its lock)."""
+
     def __init__(self, store: SQLiteStore, *, lease_seconds: float = 600.0) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
@@ -100,18 +84,6 @@ class JobQueue:
                 )
                 return Job(job_id, user_id, json.loads(payload), attempts, owner)
         return None
-
-    def finisher(self, job: Job) -> Callable[[sqlite3.Connection], None]:
-        """For ``SQLiteStore.add(..., finish=)``: removes the job inside the storing transaction."""
-
-        def finish(db: sqlite3.Connection) -> None:
-            gone = db.execute(
-                "DELETE FROM extraction_jobs WHERE id = ? AND lease_owner = ?", (job.id, job.owner)
-            ).rowcount
-            if not gone:
-                raise LeaseLost(f"extraction job {job.id} was taken by another worker")
-
-        return finish
 
     def fail(self, job: Job, error: str, policy: RetryPolicy) -> bool:
         """Record a failed attempt; True if the job will be tried again, False if it is now failed."""
