@@ -67,7 +67,7 @@ def test_stream_strips_text_deltas(client, server, size):
     server.script_messages(lambda body: REPLY + " ")
     server.stream_chunk_size = size
     stream = client.messages.create(model="claude", max_tokens=50, stream=True,
-                                    messages=[{"role": "user", "content": "tea?"}])
+                                    messages=[{"role": "user", "content": "Tea, please."}])
     assert isinstance(stream, MemoryStream)
     events = list(stream)
     text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
@@ -92,7 +92,7 @@ def test_stream_error_stores_nothing(client, server):
     server.stream_fail_after = len(REPLY) // 5 - 1
     with pytest.raises(anthropic.APIStatusError):
         for _ in client.messages.create(model="claude", max_tokens=50, stream=True,
-                                        messages=[{"role": "user", "content": "tea?"}]):
+                                        messages=[{"role": "user", "content": "Tea, please."}]):
             pass
     assert client.memory.get_all() == []
 
@@ -106,10 +106,10 @@ def test_async_anthropic_create_and_stream(server, tmp_path):
                                   user_id="jane", db_path=str(tmp_path / "aa.db"))
         assert isinstance(client, AsyncMemoryClient)
         response = await client.messages.create(model="claude", max_tokens=50,
-                                                messages=[{"role": "user", "content": "tea?"}])
+                                                messages=[{"role": "user", "content": "Tea, please."}])
         assert response.content[0].text == "Tea it is."
         stream = await client.messages.create(model="claude", max_tokens=50, stream=True,
-                                              messages=[{"role": "user", "content": "tea again?"}])
+                                              messages=[{"role": "user", "content": "Tea again, please."}])
         text = "".join([e.delta.text async for e in stream if e.type == "content_block_delta"])
         memories = [m.text for m in await client.memory.get_all()]
         await client.close()

@@ -45,7 +45,7 @@ def test_async_create_and_awaitable_memory(server, tmp_path):
             assert hits[0][0].text == "Prefers Go for CLIs"
             await client.memory.add("Works remotely", category="fact")
             assert (await client.memory.stats())["total_chunks"] == 2
-            await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Go for CLIs?"}])
+            await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Go for CLIs."}])
             assert "Prefers Go for CLIs" in server.chat_requests()[-1]["messages"][-1]["content"]
 
     asyncio.run(main())
@@ -117,7 +117,7 @@ def test_embedding_and_sqlite_run_off_the_event_loop(server, tmp_path):
 
         task = asyncio.create_task(ticker())
         await client.memory.add("Likes tea")  # one slow embedding
-        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "tea?"}])
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Tea, please."}])
         done.set()
         await task
         await client.close()
@@ -189,7 +189,7 @@ def test_async_reply_of_only_a_block_is_asked_again(server, tmp_path):
 
     async def main():
         async with wrap(server, tmp_path) as client:
-            response = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "figs?"}])
+            response = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Figs, please."}])
             return response.choices[0].message.content, [m.text for m in await client.memory.get_all()]
 
     assert asyncio.run(main()) == ("Figs are great.", ["Likes figs"])

@@ -134,6 +134,16 @@ def test_earlier_answers_are_sent_with_their_blocks_and_the_callers_history_is_u
         {"role": "assistant", "content": a} for a in assistant[:2]]
 
 
+def test_an_answer_to_a_question_is_not_stored_as_the_users_fact(client, server):
+    server.script_chat(lambda body: 'You work at Google.\n<memory>{"memories": [{"content": "Works at Google"}, '
+                                    '{"content": "Where do I work?"}]}</memory>')
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Where do I work?"}])
+    assert client.memory.get_all() == []  # invented to answer the question; and a question is no fact
+    server.script_chat(lambda body: 'Noted.\n<memory>{"memories": [{"content": "Works at a hospital in Leeds"}]}</memory>')
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I work at a hospital in Leeds, ok?"}])
+    assert [m.text for m in client.memory.get_all()] == ["Works at a hospital in Leeds"]  # in the user's words
+
+
 def test_unrelated_memories_are_not_injected(client, server):
     client.memory.add("Has a cat named Miso", "fact")
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Explain TCP slow start"}])
@@ -165,7 +175,7 @@ def test_json_mode_gets_memories_but_no_instruction(client, server):
 def test_n_choices_all_cleaned_first_stored(client, server):
     server.script_chat(lambda body: [
         'One.<memory>["Likes jazz"]</memory>', 'Two.<memory>["Likes metal"]</memory>'])
-    response = client.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "music?"}])
+    response = client.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "Play some music."}])
     assert [c.message.content for c in response.choices] == ["One.", "Two."]
     assert [m.text for m in client.memory.get_all()] == ["Likes jazz"]
 

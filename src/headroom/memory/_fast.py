@@ -23,6 +23,7 @@ from ._api import UserMemory, open_memory
 from ._dialects import ANTHROPIC, OPENAI, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
+from ._grounding import from_user
 from ._inject import (
     DEFAULT_MIN_SCORE,
     append_to_message,
@@ -121,14 +122,16 @@ class FastMemory:
 
     def store(self, result: ParseResult | None, turn: Turn) -> list[Memory]:
         """Store what a reply's blocks held now, and embed it in one batch just after; what the
-        reply showed about the model (no block, a repaired one, an empty answer) is counted.
+        reply showed about the model (no block, a repaired one, an empty answer) is counted. Notes
+        that are not the user's (``_grounding.from_user``, its rules without an embedder) are dropped.
         A ``replaces`` naming a note the turn showed (by number or text) is resolved here."""
         if result is None:
             return []
         self.observed.reply(result)
-        self.replay.remember(result.text, result.memories)
         turn.answered_empty = says_nothing(result.text) and bool(result.blocks or result.echoes)
-        extracted = result.memories
+        keep = from_user([m.text for m in result.memories], "\n".join(turn.said), result.text)
+        extracted = [m for m, mine in zip(result.memories, keep) if mine]
+        self.replay.remember(result.text, extracted)
         if not extracted:
             return []
         shown = [m for m, _ in turn.injected]

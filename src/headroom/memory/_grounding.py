@@ -1,14 +1,19 @@
 """Whether a memory that background extraction proposes is something the user said.
 
-An extraction model is shown the whole turn, and small ones note the assistant's side of it as the
-user's facts ("Rust is known for performance, safety, and concurrency", "You're welcome!") or turn
-the user's question into a note ("When is my race?"). Two rules, checked on what the model
-proposes before anything is stored:
+A model is shown the whole turn, and small ones note the assistant's side of it as the user's
+facts ("Rust is known for performance, safety, and concurrency", "You're welcome!"), turn the
+user's question into a note ("When is my race?"), or answer a question with an invented fact and
+note it ("Where do I work?" -> "Works at Google"). Rules, checked on what the model proposes
+before anything is stored; "the user's words" means more than half of a note's content words
+(stemmed) appear in what the user said this turn:
 
 - a question is not a fact;
-- a memory closer in meaning to the assistant's reply than to the user's words (by more than
-  ``ASSISTANT_MARGIN`` cosine) came from the reply, unless most of its words are the user's own:
-  an assistant that repeats the user's fact ("Your manager is Dr. Evans.") does not take it away.
+- on a turn where the user only asked questions, a note must be in the user's words: an answer to
+  a question is not something the user said (both modes: it needs no embedding);
+- with an embedder (background extraction, off the caller's path): a note closer in meaning to
+  the assistant's reply than to the user's message (by more than ``ASSISTANT_MARGIN`` cosine) came
+  from the reply, unless it is in the user's words: an assistant that repeats the user's fact
+  ("Your manager is Dr. Evans.") does not take it away.
 
 Measured on a real model's extractions in bench/RESULTS.md ("A real model").
 """
@@ -22,16 +27,26 @@ import numpy as np
 from ._embedders import Embedder
 from ._scoring import content_words
 
-__all__ = ["ASSISTANT_MARGIN", "USER_WORDS", "from_user"]
+__all__ = ["ASSISTANT_MARGIN", "USER_WORDS", "from_user", "user_share"]
 
 ASSISTANT_MARGIN = 0.1
-#: The share of a memory's content words found in the user's words above which it is theirs.
-USER_WORDS = 0.8
+#: The share of a note's content words found in the user's words above which it is theirs.
+USER_WORDS = 0.5
+_SUFFIXES = ("ing", "ed", "es", "s")
+
+
+def _stem(word: str) -> str:
+    """A word without a common suffix, cut to five letters: "works" and "work", "preferring" and
+    "prefer", "snacks" and "snack" meet (a crude stemmer is enough to compare two short texts)."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:5]
 
 
 def _stems(text: str) -> list[str]:
-    """Content words cut to five letters: "preferring" and "prefer", "scientist" and "science" meet."""
-    return [word[:5] for word in content_words(text, limit=64)]
+    return [_stem(word) for word in content_words(text, limit=64)]
 
 
 def user_share(memory: str, said: str) -> float:
@@ -43,17 +58,23 @@ def user_share(memory: str, said: str) -> float:
     return sum(word in theirs for word in words) / len(words)
 
 
-def from_user(memories: Sequence[str], said: str, reply: str, embedder: Embedder) -> list[bool]:
-    """For each proposed memory text, whether it may be stored as something the user said."""
-    if not memories:
-        return []
+def _asks_only(said: str) -> bool:
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    return bool(lines) and all(line.endswith("?") for line in lines)
+
+
+def from_user(memories: Sequence[str], said: str, reply: str, embedder: Embedder | None = None) -> list[bool]:
+    """For each proposed note, whether it may be stored as something the user said (``said``: the
+    user's messages of the turn, one per line; ``reply``: the assistant's answer)."""
     keep = [not text.rstrip().endswith("?") for text in memories]
-    if not reply.strip() or not said.strip():
+    if _asks_only(said):
+        keep = [k and user_share(text, said) > USER_WORDS for k, text in zip(keep, memories)]
+    if embedder is None or not any(keep) or not reply.strip() or not said.strip():
         return keep
     vectors = np.asarray(embedder.embed([*memories, said, reply]), dtype=np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     user, assistant = vectors[-2], vectors[-1]
     for i, text in enumerate(memories):
         if keep[i] and float(vectors[i] @ assistant) > float(vectors[i] @ user) + ASSISTANT_MARGIN:
-            keep[i] = user_share(text, said) >= USER_WORDS
+            keep[i] = user_share(text, said) > USER_WORDS
     return keep
