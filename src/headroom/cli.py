@@ -1,159 +1,350 @@
-"""The ``headroom-memory`` command: ``demo`` runs the spec's multi-turn example end to end;
-``warmup`` prepares the local embedding model so the first call of an application is fast."""
+"""The ``headroom-memory`` command: see, search, fix, export and forget what is remembered.
+
+Every data command takes ``--db PATH`` (default ``$HEADROOM_MEMORY_DB``, else
+``~/.headroom/memory.db``). Output is a table in a terminal and JSON lines when piped or with
+``--json``. Exit codes: 0 done; 1 the memory refused (bad input, storage, embedding model); 2 a
+usage error; 4 no such memory or user.
+"""
 
 from __future__ import annotations
 
-import argparse
-import os
+import base64
+import json
 import sys
-import tempfile
-import textwrap
 import time
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
+
+import click
 
 __all__ = ["main"]
 
-CONVERSATION_1 = "I'm a Python developer at a fintech startup. We use PostgreSQL."
-CONVERSATION_2 = "What database should I use for my new project?"
+EXIT_REFUSED = 1
+EXIT_NOT_FOUND = 4
+EXPORT_FORMAT = 1
+_BATCH = 256
 
 
-def _say(text: str = "", indent: int = 0) -> None:
-    pad = " " * indent
-    for line in (text.splitlines() or [""]):
-        print(textwrap.fill(line, 100, initial_indent=pad, subsequent_indent=pad) if line else "")
-    sys.stdout.flush()
+class _Context:
+    def __init__(self, db: str | None, embedding_model: str | None, as_json: bool | None) -> None:
+        self.db = db
+        self.embedding_model = embedding_model
+        self.as_json = as_json if as_json is not None else not sys.stdout.isatty()
+        self._embedder: Any = None
+        self._store: Any = None
+
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from headroom.memory._embedders import make_embedder
+
+            self._embedder = make_embedder(True, self.embedding_model)
+        return self._embedder
+
+    def store(self) -> Any:
+        if self._store is None:
+            from headroom.memory import SQLiteStore
+
+            embedder = self.embedder()
+            self._store = SQLiteStore(self.db, embedding_model=embedder.name, embedding_dim=embedder.dim)
+        return self._store
+
+    def memory(self, user_id: str) -> Any:
+        from headroom.memory import UserMemory
+
+        return UserMemory(user_id, self.store(), self.embedder())
+
+    def emit(self, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
+        """Rows as JSON lines, or as a table with ``columns``."""
+        rows = list(rows)
+        if self.as_json:
+            for row in rows:
+                click.echo(json.dumps(row, ensure_ascii=False))
+            return
+        if not rows:
+            click.echo("(none)")
+            return
+        cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+        widths = [min(60, max(len(c), *(len(r[i]) for r in cells))) for i, c in enumerate(columns)]
+        click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+        for row_cells in cells:
+            click.echo("  ".join(v[:w].ljust(w) for v, w in zip(row_cells, widths)).rstrip())
 
 
-class _Recorder:
-    """Sits between the memory wrapper and the SDK client: records what goes to the model and what
-    it wrote, before the wrapper strips the block."""
-
-    def __init__(self, client: Any, wire: list[dict[str, Any]]) -> None:
-        self._client = client
-        self._wire = wire
-        self.chat = self
-        self.completions = self
-
-    def create(self, **kwargs: Any) -> Any:
-        record: dict[str, Any] = {"sent": kwargs}
-        self._wire.append(record)
-        response = self._client.chat.completions.create(**kwargs)
-        record["wrote"] = [choice.message.content for choice in response.choices]
-        return response
-
-    def close(self) -> None:
-        self._client.close()
+def _cell(value: Any) -> str:
+    if isinstance(value, float) and value > 1e9:  # POSIX seconds
+        return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else " ".join(str(value).split())
 
 
-def _model_client(base_url: str | None, api_key: str | None, wire: list[dict[str, Any]]) -> Any:
-    from openai import OpenAI
-
-    return _Recorder(OpenAI(base_url=base_url, api_key=api_key), wire)
-
-
-def _show_exchange(wire: dict[str, Any], answer: str) -> None:
-    _say("What the model was sent:", 2)
-    for message in wire["sent"]["messages"]:
-        _say(f"[{message['role']}]", 4)
-        _say(str(message["content"]), 6)
-    _say("What the model wrote (raw):", 2)
-    _say(str(wire.get("wrote", [""])[0]), 4)
-    _say("What the caller gets (block stripped):", 2)
-    _say(answer, 4)
+def _row(memory: Any) -> dict[str, Any]:
+    return {"id": memory.id, "user_id": memory.user_id, "category": memory.category, "text": memory.text,
+            "source": memory.source, "created_at": memory.created_at.timestamp(),
+            "updated_at": memory.updated_at.timestamp(), "superseded_by": memory.superseded_by}
 
 
-def demo(args: argparse.Namespace) -> int:
-    from headroom.memory import with_fast_memory
+def _fail(code: int, message: str) -> None:
+    click.echo(f"headroom-memory: {message}", err=True)
+    sys.exit(code)
 
-    api_key = os.environ.get("OPENAI_API_KEY")
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
-    server = None
-    if api_key or args.base_url:
-        api_key = api_key or "not-needed"  # local OpenAI-compatible servers often take any key
-        _say(f"Model: {args.model} at {base_url or 'the OpenAI API'}")
-    else:
-        from headroom.scripted_server import ScriptedServer
 
-        server = ScriptedServer().start()
-        base_url, api_key = server.base_url, "not-needed"
-        _say("Model: a SCRIPTED STAND-IN for a model on " + base_url + " (rule-based, not an LLM).")
-        _say("Set OPENAI_API_KEY (and optionally --base-url, --model) to talk to a real model.")
-    workdir = None if args.db_path else tempfile.mkdtemp(prefix="headroom-demo-")
-    db_path = args.db_path or os.path.join(workdir, "memory.db")  # type: ignore[arg-type]
-    _say(f"Memory file: {db_path}\n")
-    _say("Loading the local embedding model (the first run exports it to ONNX once, ~10 s)...")
-    started = time.perf_counter()
-    wire: list[dict[str, Any]] = []
+def _guarded(run: Any) -> Any:
+    """Run a command body; the library's typed errors become a message and an exit code."""
+    from headroom.memory import HeadroomMemoryError, NotFoundError
+
     try:
-        client = with_fast_memory(_model_client(base_url, api_key, wire), user_id=args.user_id, db_path=db_path)
-        client.memory.search("warm up")
-        _say(f"ready in {time.perf_counter() - started:.1f} s\n")
-
-        _say("=== Conversation 1: the user shares context ===")
-        _say(f"user: {CONVERSATION_1}", 2)
-        response = client.chat.completions.create(
-            model=args.model, messages=[{"role": "user", "content": CONVERSATION_1}])
-        _show_exchange(wire[-1], response.choices[0].message.content)
-        _say("Memories extracted and stored:", 2)
-        for memory in client.memory.get_all():
-            _say(f"[{memory.category}] {memory.text}  (id {memory.id[:8]}, source {memory.source})", 4)
-        client.close()
-
-        _say("\n=== Conversation 2: a brand-new client, a new session ===")
-        client = with_fast_memory(_model_client(base_url, api_key, wire), user_id=args.user_id, db_path=db_path)
-        _say(f"user: {CONVERSATION_2}", 2)
-        _say("Retrieved from memory (cosine score; injected when >= the floor):", 2)
-        floor = client._core.min_score
-        for memory, score in client.memory.search(CONVERSATION_2, top_k=5):
-            mark = "injected" if score >= floor else f"below {floor:.2f}, not injected"
-            _say(f"{score:.3f}  [{memory.category}] {memory.text}  ({mark})", 4)
-        response = client.chat.completions.create(
-            model=args.model, messages=[{"role": "user", "content": CONVERSATION_2}])
-        _show_exchange(wire[-1], response.choices[0].message.content)
-        stats = client.memory.stats()
-        _say(f"\nStats: {stats['total_chunks']} memories for {stats['user_id']} in {stats['db_path']} "
-             f"({stats['embedding_model']})")
-        client.close()
-    finally:
-        if server is not None:
-            server.stop()
-    return 0
+        return run()
+    except NotFoundError as exc:
+        _fail(EXIT_NOT_FOUND, str(exc))
+    except HeadroomMemoryError as exc:
+        _fail(EXIT_REFUSED, str(exc))
 
 
-def warmup(args: argparse.Namespace) -> int:
-    """Prepare the local embedding model (export to ONNX, check it), so the first call is fast."""
-    from headroom.memory import EmbedderUnavailableError, LocalEmbedder
-    from headroom.memory._local_model import onnx_cache_path
+def _owner(ctx: _Context, memory_id: str) -> str:
+    owner = ctx.store().owner(memory_id)
+    if owner is None:
+        _fail(EXIT_NOT_FOUND, f"no memory {memory_id!r}")
+    return str(owner)
 
-    path = onnx_cache_path()
-    _say("Preparing the local embedding model (all-MiniLM-L6-v2)...")
-    if not path.is_file():
-        _say(f"exporting it to ONNX once, under {path.parent} (about 10 s)...")
-    started = time.perf_counter()
+
+db_option = click.option("--db", envvar="HEADROOM_MEMORY_DB", default=None,
+                         help="the memory file (default: $HEADROOM_MEMORY_DB or ~/.headroom/memory.db)")
+user_option = click.option("-u", "--user", "user_id", required=True, help="the user id")
+
+
+@click.group(epilog="Exit codes: 0 done; 1 refused (bad input, storage, model); 2 usage; 4 not found.")
+@db_option
+@click.option("--embedding-model", default=None, help="the file's embedding model (default: the local MiniLM)")
+@click.option("--json/--table", "as_json", default=None, help="JSON lines (default when piped) or a table")
+@click.pass_context
+def main(click_ctx: click.Context, db: str | None, embedding_model: str | None, as_json: bool | None) -> None:
+    """Persistent memory for LLM applications: inspect and manage what is remembered."""
+    click_ctx.obj = _Context(db, embedding_model, as_json)
+    click_ctx.call_on_close(lambda: click_ctx.obj._store.close() if click_ctx.obj._store else None)
+
+
+@main.command()
+@click.pass_obj
+def users(ctx: _Context) -> None:
+    """Every user in the file: live memories and the last write."""
+    ctx.emit(_guarded(lambda: ctx.store().users()), ["user_id", "memories", "last_write"])
+
+
+@main.command("list")
+@user_option
+@click.option("--category", type=click.Choice(["preference", "fact", "context"]))
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="written on or after (UTC)")
+@click.pass_obj
+def list_(ctx: _Context, user_id: str, category: str | None, since: datetime | None) -> None:
+    """A user's live memories, oldest first."""
+    found = _guarded(lambda: ctx.memory(user_id).get_all(category))
+    if since is not None:
+        floor = since.replace(tzinfo=timezone.utc).timestamp()
+        found = [m for m in found if m.updated_at.timestamp() >= floor]
+    ctx.emit(map(_row, found), ["id", "category", "text", "updated_at"])
+
+
+@main.command()
+@user_option
+@click.argument("query")
+@click.option("-k", "--top-k", default=5, show_default=True)
+@click.pass_obj
+def search(ctx: _Context, user_id: str, query: str, top_k: int) -> None:
+    """A user's memories best matching QUERY, ranked as the wrappers rank them, with the cosine."""
+    found = _guarded(lambda: ctx.memory(user_id).search(query, top_k=top_k))
+    ctx.emit(({**_row(m), "cosine": round(score, 4)} for m, score in found), ["id", "cosine", "category", "text"])
+
+
+@main.command()
+@user_option
+@click.argument("text")
+@click.option("--category", type=click.Choice(["preference", "fact", "context"]), default="fact", show_default=True)
+@click.pass_obj
+def add(ctx: _Context, user_id: str, text: str, category: str) -> None:
+    """Remember TEXT for a user (a text the user already has gives that memory)."""
+    memory = _guarded(lambda: ctx.memory(user_id).add(text, category))
+    ctx.emit([_row(memory)], ["id", "category", "text"])
+
+
+@main.command()
+@click.argument("memory_id")
+@click.argument("text")
+@click.pass_obj
+def edit(ctx: _Context, memory_id: str, text: str) -> None:
+    """Replace the text of a memory (its vector is made again)."""
+    user_id = _owner(ctx, memory_id)
+    memory = _guarded(lambda: ctx.memory(user_id).update(memory_id, text=text))
+    ctx.emit([_row(memory)], ["id", "category", "text"])
+
+
+@main.command()
+@click.argument("memory_id")
+@click.pass_obj
+def delete(ctx: _Context, memory_id: str) -> None:
+    """Delete a memory (and its earlier versions)."""
+    user_id = _owner(ctx, memory_id)
+    _guarded(lambda: ctx.memory(user_id).delete(memory_id))
+    ctx.emit([{"deleted": memory_id, "user_id": user_id}], ["deleted", "user_id"])
+
+
+@main.command()
+@click.argument("memory_id")
+@click.pass_obj
+def history(ctx: _Context, memory_id: str) -> None:
+    """Every version of a memory, oldest first."""
+    user_id = _owner(ctx, memory_id)
+    versions = _guarded(lambda: ctx.memory(user_id).history(memory_id))
+    ctx.emit(map(_row, versions), ["id", "text", "updated_at", "superseded_by"])
+
+
+@main.command()
+@user_option
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_obj
+def forget(ctx: _Context, user_id: str, yes: bool) -> None:
+    """Delete every trace of a user: memories, history, queued and failed extractions."""
+    if not yes:
+        click.confirm(f"Forget everything about {user_id!r}?", abort=True, err=True)
+    removed = _guarded(lambda: ctx.memory(user_id).clear())
+    ctx.emit([{"user_id": user_id, "forgotten": removed}], ["user_id", "forgotten"])
+
+
+@main.command()
+@click.option("-u", "--user", "user_id", help="one user (default: the whole file)")
+@click.pass_obj
+def stats(ctx: _Context, user_id: str | None) -> None:
+    """Counts: per category for a user, or users and memories for the file."""
+    if user_id:
+        found = _guarded(lambda: ctx.memory(user_id).stats())
+        ctx.emit([{k: v for k, v in found.items() if not isinstance(v, dict)} | found["by_category"]],
+                 ["user_id", "total_memories", "preference", "fact", "context", "embedding_model"])
+        return
+    people = _guarded(lambda: ctx.store().users())
+    ctx.emit([{"users": len(people), "memories": sum(p["memories"] for p in people), "db": ctx.store().path,
+               "embedding_model": ctx.store().embedding_model}], ["users", "memories", "embedding_model", "db"])
+
+
+# -- export and import --------------------------------------------------------------------------------
+
+
+def _encode(memory: Any, vector: Any) -> dict[str, Any]:
+    row = _row(memory)
+    row.update(metadata=dict(memory.metadata),
+               superseded_at=memory.superseded_at.timestamp() if memory.superseded_at else None,
+               vector=None if vector is None else base64.b64encode(vector.astype("<f4").tobytes()).decode())
+    return row
+
+
+def _decode(row: dict[str, Any], same_model: bool) -> tuple[Any, Any]:
+    import numpy as np
+
+    from headroom.memory import Memory
+
+    def when(value: Any) -> datetime:
+        return datetime.fromtimestamp(float(value), timezone.utc)
+
+    memory = Memory(id=row["id"], user_id=row["user_id"], text=row["text"], category=row["category"],
+                    source=row.get("source", "manual"), metadata=row.get("metadata") or {},
+                    created_at=when(row["created_at"]), updated_at=when(row["updated_at"]),
+                    superseded_by=row.get("superseded_by"),
+                    superseded_at=when(row["superseded_at"]) if row.get("superseded_at") else None)
+    vector = row.get("vector")
+    if vector is None or not same_model:
+        return memory, None
+    return memory, np.frombuffer(base64.b64decode(vector), dtype="<f4").copy()
+
+
+@main.command("export")
+@click.option("-u", "--user", "user_id", help="one user (default: every user)")
+@click.option("-o", "--output", type=click.File("w"), default="-", help="file (default: stdout)")
+@click.pass_obj
+def export(ctx: _Context, user_id: str | None, output: Any) -> None:
+    """Every row (superseded ones and vectors included) as JSON lines, after a header line."""
+    store = _guarded(ctx.store)
+    output.write(json.dumps({"headroom_export": EXPORT_FORMAT, "embedding_model": store.embedding_model,
+                             "embedding_dim": store.embedding_dim}) + "\n")
+    count = 0
+    for memory, vector in _guarded(lambda: store.dump(user_id)):
+        output.write(json.dumps(_encode(memory, vector), ensure_ascii=False) + "\n")
+        count += 1
+    click.echo(f"exported {count} rows", err=True)
+
+
+def _per_user(lines: Iterator[str]) -> Iterator[list[dict[str, Any]]]:
+    """The export's rows, one user's at a time (an export keeps them together): a superseded row
+    and its successor are loaded in one transaction."""
+    batch: list[dict[str, Any]] = []
+    for line in lines:
+        if line.strip():
+            row = json.loads(line)
+            if batch and row["user_id"] != batch[-1]["user_id"]:
+                yield batch
+                batch = []
+            batch.append(row)
+    if batch:
+        yield batch
+
+
+@main.command("import")
+@click.argument("source", type=click.File("r"))
+@click.pass_obj
+def import_(ctx: _Context, source: Any) -> None:
+    """Load an export: rows the file has are skipped; vectors are kept when the embedding model
+    matches, else the texts are embedded again."""
     try:
-        embedder = LocalEmbedder()
-        embedder.embed(["warm up"])
-    except EmbedderUnavailableError as exc:
-        _say(f"the local model is not available here: {exc}")
-        return 1
-    _say(f"ready ({embedder.backend}) in {time.perf_counter() - started:.1f} s")
-    return 0
+        header = json.loads(source.readline() or "{}")
+    except ValueError:
+        header = {}
+    if header.get("headroom_export") != EXPORT_FORMAT:
+        _fail(EXIT_REFUSED, "not a headroom-memory export (its first line is not the export header)")
+    store = _guarded(ctx.store)
+    same = header.get("embedding_model") == store.embedding_model and header.get("embedding_dim") == store.embedding_dim
+    added = seen = 0
+    started = time.monotonic()
+    try:
+        for batch in _per_user(source):
+            rows = [_decode(row, same) for row in batch]
+            missing = [i for i, (_, vector) in enumerate(rows) if vector is None]
+            for start in range(0, len(missing), _BATCH):
+                part = missing[start:start + _BATCH]
+                for i, vector in zip(part, ctx.embedder().embed([rows[i][0].text for i in part])):
+                    rows[i] = (rows[i][0], vector)
+                click.echo(f"\rembedding {batch[0]['user_id']!r}: {start + len(part)}/{len(missing)}", err=True,
+                           nl=False)
+            added += _guarded(lambda: store.load(rows))
+            seen += len(rows)
+            click.echo(f"\rimported {seen} rows ({added} new), {seen / max(time.monotonic() - started, 1e-9):.0f}/s",
+                       err=True, nl=False)
+    except (ValueError, KeyError, TypeError) as exc:
+        click.echo("", err=True)
+        _fail(EXIT_REFUSED, f"bad row after {seen} rows: {exc!r}")
+    click.echo("", err=True)
+    ctx.emit([{"rows": seen, "new": added, "re_embedded": not same}], ["rows", "new", "re_embedded"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="headroom-memory", description="Persistent memory for LLM applications.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("demo", help="run the spec's multi-turn example end to end")
-    run.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or OpenAI)")
-    run.add_argument("--model", default="gpt-4o-mini", help="model name (default: gpt-4o-mini)")
-    run.add_argument("--db-path", help="memory file (default: a new temporary file)")
-    run.add_argument("--user-id", default="developer_jane")
-    run.set_defaults(handler=demo)
-    prepare = commands.add_parser("warmup", help="prepare the local embedding model once (ONNX export)")
-    prepare.set_defaults(handler=warmup)
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
+# -- the demo and the model ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--base-url", help="an OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or OpenAI)")
+@click.option("--model", default="gpt-4o-mini", show_default=True)
+@click.option("--db-path", help="memory file (default: a new temporary file)")
+@click.option("--user-id", default="developer_jane", show_default=True)
+def demo(base_url: str | None, model: str, db_path: str | None, user_id: str) -> None:
+    """Run the spec's multi-turn example end to end (a scripted stand-in unless a model is given)."""
+    from headroom._demo import demo as run
+
+    sys.exit(run(base_url, model, db_path, user_id))
+
+
+@main.command()
+def warmup() -> None:
+    """Prepare the local embedding model once (ONNX export), so the first call is fast."""
+    from headroom._demo import warmup as run
+
+    sys.exit(run())
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

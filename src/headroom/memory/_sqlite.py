@@ -33,6 +33,7 @@ from ._models import Memory, new_id, normalize_text
 from ._scoring import Scoring, near_duplicate
 from ._sqlite_file import connect, create_file, default_cache_bytes, default_db_path
 from ._sqlite_queue import SQLiteJobQueue, finish_job
+from ._sqlite_transfer import UserSummary, dump, load, users
 
 __all__ = ["SQLiteStore", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
@@ -575,6 +576,19 @@ class SQLiteStore:
             return self._index(user_id)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read {self.path}: {exc}") from exc
+
+    def owner(self, memory_id: str) -> str | None:
+        found = self.query("SELECT user_id FROM memories WHERE id = ?", (memory_id,))
+        return found[0][0] if found else None
+
+    def users(self) -> list[UserSummary]:
+        return users(self)
+
+    def dump(self, user_id: str | None = None) -> Iterator[tuple[Memory, np.ndarray | None]]:
+        return dump(self, user_id)
+
+    def load(self, rows: Sequence[tuple[Memory, np.ndarray | None]]) -> int:
+        return load(self, rows)
 
     def counts(self, user_id: str) -> dict[str, int]:
         rows = self.query(

@@ -6,7 +6,7 @@ another user's rows. Vectors arrive already normalized, as float32 rows.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -92,6 +92,24 @@ class Store(Protocol):
                words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
         """The user's ``top_k`` searchable live memories ranked by ``scoring`` (cosine to ``query``
         and full-text relevance to ``words``; cosine alone without it), each with its cosine."""
+        ...
+
+    def owner(self, memory_id: str) -> str | None:
+        """The user a memory id belongs to (for tools that hold only the id, such as the CLI)."""
+        ...
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user with a row: ``{"user_id", "memories" (live), "last_write" (POSIX seconds)}``."""
+        ...
+
+    def dump(self, user_id: str | None = None) -> Iterator[tuple[Memory, np.ndarray | None]]:
+        """Every row of ``user_id`` (or of every user), superseded ones included, oldest first,
+        each with its vector (None while waiting for one)."""
+        ...
+
+    def load(self, rows: Sequence[tuple[Memory, np.ndarray | None]]) -> int:
+        """Insert the rows this backend does not have (by id; a live text the user has under another
+        id is skipped too), keeping ids, times and links; returns how many were new."""
         ...
 
     def counts(self, user_id: str) -> dict[str, int]:

@@ -1,0 +1,93 @@
+"""Whole-file operations of the SQLite backend, for the CLI and for moving data: the users in a
+file, every row of a user (superseded ones and vectors included), and loading such rows back.
+
+``dump`` gives a user's rows together, and ``load`` takes them together: a superseded row's
+successor may come before or after it. ``load`` is idempotent: a row whose id the file has is skipped, and so is a live row whose text the
+user already has under another id (the file's rule: one live memory per text). Rows keep their ids,
+times, sources and supersession links, so an export loaded into an empty file is the same memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+
+from ._models import Memory, normalize_text
+
+if TYPE_CHECKING:
+    from ._sqlite import SQLiteStore
+
+__all__ = ["users", "dump", "load", "UserSummary"]
+
+UserSummary = dict  # {"user_id": str, "memories": int (live), "last_write": float (POSIX seconds)}
+_BATCH = 500
+
+
+def users(store: SQLiteStore) -> list[UserSummary]:
+    """Every user with a row in the file: live memories and the time of the last write, by id."""
+    rows = store.query(
+        "SELECT user_id, SUM(superseded_by IS NULL), MAX(MAX(updated_at), COALESCE(MAX(superseded_at), 0)) "
+        "FROM memories GROUP BY user_id ORDER BY user_id", ())
+    return [{"user_id": u, "memories": int(n or 0), "last_write": float(t)} for u, n, t in rows]
+
+
+def dump(store: SQLiteStore, user_id: str | None = None) -> Iterator[tuple[Memory, np.ndarray | None]]:
+    """Every row (of ``user_id``, or of every user), user by user and oldest first, with its vector
+    if it has one. Read in batches, so a large file is never held in memory at once."""
+    from ._sqlite import _COLUMNS, _row_to_memory
+
+    names = [user_id] if user_id is not None else [u for (u,) in store.query(
+        "SELECT DISTINCT user_id FROM memories ORDER BY user_id", ())]
+    for name in names:
+        last = 0
+        while True:
+            rows = store.query(f"SELECT pk, {_COLUMNS}, embedding FROM memories WHERE user_id = ? AND pk > ? "
+                               f"ORDER BY pk LIMIT {_BATCH}", (name, last))
+            if not rows:
+                break
+            for row in rows:
+                blob = row[-1]
+                yield _row_to_memory(row[1:-1]), None if blob is None else np.frombuffer(blob, dtype="<f4").copy()
+            last = rows[-1][0]
+
+
+def load(store: SQLiteStore, rows: Sequence[tuple[Memory, np.ndarray | None]]) -> int:
+    """Insert the rows the file does not have yet, in one transaction; returns how many were new.
+    A vector must have the store's dimension (else the row is stored without one, to be embedded).
+    A superseded row's successor must be in the file or in ``rows`` (links are checked at commit,
+    so their order does not matter): load a user's rows together."""
+    from ._sqlite import _blob
+
+    added = 0
+    touched: set[str] = set()
+    with store.transaction() as db:
+        db.execute("PRAGMA defer_foreign_keys = ON")  # ends with the transaction
+        for memory, vector in rows:
+            if vector is not None and len(vector) != store.embedding_dim:
+                vector = None
+            if _has(db, memory):
+                continue
+            db.execute(
+                "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, created_at, "
+                "updated_at, superseded_by, superseded_at, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (memory.id, memory.user_id, memory.text, normalize_text(memory.text), memory.category, memory.source,
+                 json.dumps(dict(memory.metadata)), memory.created_at.timestamp(), memory.updated_at.timestamp(),
+                 memory.superseded_by, memory.superseded_at.timestamp() if memory.superseded_at else None,
+                 None if vector is None else _blob(vector)))
+            added += 1
+            touched.add(memory.user_id)
+        for user_id in touched:
+            store._bump(db, user_id)  # a cached index of these users is stale now: reloaded on next use
+    return added
+
+
+def _has(db: sqlite3.Connection, memory: Memory) -> bool:
+    if db.execute("SELECT 1 FROM memories WHERE id = ?", (memory.id,)).fetchone():
+        return True
+    if memory.superseded_by is not None:
+        return False
+    return db.execute("SELECT 1 FROM memories WHERE user_id = ? AND norm_text = ? AND superseded_by IS NULL",
+                      (memory.user_id, normalize_text(memory.text))).fetchone() is not None

@@ -1,0 +1,106 @@
+"""The headroom-memory command on real SQLite files with the real embedding model: click's runner for
+each command, and a real subprocess for the whole export -> import round trip."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from headroom.cli import main
+from headroom.memory import SQLiteStore, open_memory
+
+
+def run(db, *args, code=0, stdin=None):
+    result = CliRunner().invoke(main, ["--db", str(db), "--json", *args], input=stdin, catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def db(tmp_path, local_embedder):
+    path = tmp_path / "m.db"
+    alice = open_memory("alice", str(path), embedder=local_embedder)
+    old = alice.add("Lives in Rotterdam", "fact")
+    alice.add("Lives in Amsterdam", "fact", replaces=old.id, said_at="2026-03-01T10:00:00+00:00")
+    alice.add("Prefers Rust over Go", "preference", metadata={"from": "chat"})
+    open_memory("bob", str(path), embedder=local_embedder).add("Is vegetarian", "fact")
+    alice.close()
+    return path
+
+
+def test_users_list_search_and_stats(db):
+    assert [(u["user_id"], u["memories"]) for u in run(db, "users")] == [("alice", 2), ("bob", 1)]
+    assert [m["text"] for m in run(db, "list", "-u", "alice")] == ["Lives in Amsterdam", "Prefers Rust over Go"]
+    assert [m["text"] for m in run(db, "list", "-u", "alice", "--category", "preference")] == ["Prefers Rust over Go"]
+    assert run(db, "list", "-u", "alice", "--since", "2099-01-01") == []
+    (best, *_) = run(db, "search", "-u", "alice", "Which city do I live in?", "-k", "2")
+    assert best["text"] == "Lives in Amsterdam" and 0 < best["cosine"] <= 1
+    assert run(db, "stats")[0]["users"] == 2 and run(db, "stats")[0]["memories"] == 3
+    assert run(db, "stats", "-u", "bob")[0]["fact"] == 1
+
+
+def test_add_edit_history_delete_and_their_exit_codes(db):
+    (added,) = run(db, "add", "-u", "bob", "Runs marathons", "--category", "context")
+    (edited,) = run(db, "edit", added["id"], "Runs half marathons")
+    assert edited["text"] == "Runs half marathons" and edited["user_id"] == "bob"
+    (live,) = [m for m in run(db, "list", "-u", "alice") if m["text"] == "Lives in Amsterdam"]
+    assert [v["text"] for v in run(db, "history", live["id"])] == ["Lives in Rotterdam", "Lives in Amsterdam"]
+    assert run(db, "delete", added["id"]) == [{"deleted": added["id"], "user_id": "bob"}]
+    run(db, "delete", added["id"], code=4)
+    run(db, "edit", "no-such-id", "x", code=4)
+    run(db, "add", "-u", "bob", "   ", code=1)  # the library's InvalidInputError
+    run(db, "list", code=2)  # no --user
+
+
+def test_forget_asks_unless_yes(db):
+    run(db, "forget", "-u", "alice", stdin="n\n", code=1)  # declined: click aborts
+    assert len(run(db, "list", "-u", "alice")) == 2
+    assert run(db, "forget", "-u", "alice", "--yes")[0]["forgotten"] >= 2
+    assert [u["user_id"] for u in run(db, "users")] == ["bob"]
+
+
+def test_a_table_in_a_terminal(db):
+    result = CliRunner().invoke(main, ["--db", str(db), "--table", "list", "-u", "alice"])
+    assert result.exit_code == 0 and result.output.splitlines()[0].split() == ["id", "category", "text", "updated_at"]
+    assert "Prefers Rust over Go" in result.output
+
+
+def test_export_then_import_is_lossless_and_idempotent(db, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    target = tmp_path / "copy.db"
+    exported = subprocess.run([sys.executable, "-m", "headroom.cli", "--db", str(db), "export"],
+                              capture_output=True, text=True, timeout=120, env=env)
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.splitlines()
+    assert json.loads(lines[0])["embedding_model"] == "all-MiniLM-L6-v2" and len(lines) == 5  # header + 4 rows
+    (tmp_path / "e.jsonl").write_text(exported.stdout)
+    for new in (4, 0):  # the second import finds every row there
+        done = subprocess.run([sys.executable, "-m", "headroom.cli", "--db", str(target), "import",
+                               str(tmp_path / "e.jsonl")], capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.splitlines()[-1]) == {"rows": 4, "new": new, "re_embedded": False}
+        assert "imported 4 rows" in done.stderr
+    source, copy = (SQLiteStore(str(p), embedding_model="all-MiniLM-L6-v2", embedding_dim=384) for p in (db, target))
+    before, after = list(source.dump()), list(copy.dump())
+    assert [m for m, _ in before] == [m for m, _ in after]  # ids, texts, times, sources, links, metadata
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(before, after))
+    source.close()
+    copy.close()
+
+
+def test_import_into_another_model_embeds_again_and_refuses_what_is_no_export(db, tmp_path):
+    exported = CliRunner().invoke(main, ["--db", str(db), "export"]).stdout
+    header, *rows = exported.splitlines()
+    foreign = json.dumps({**json.loads(header), "embedding_model": "text-embedding-3-small", "embedding_dim": 1536})
+    source = tmp_path / "foreign.jsonl"
+    source.write_text("\n".join([foreign, *rows]) + "\n")
+    (report,) = run(tmp_path / "other.db", "import", str(source))
+    assert report == {"rows": 4, "new": 4, "re_embedded": True}
+    (best, *_) = run(tmp_path / "other.db", "search", "-u", "bob", "any food I avoid?")
+    assert best["text"] == "Is vegetarian"
+    (tmp_path / "junk.jsonl").write_text('{"not": "an export"}\n')
+    run(tmp_path / "other.db", "import", str(tmp_path / "junk.jsonl"), code=1)
