@@ -104,3 +104,31 @@ def test_import_into_another_model_embeds_again_and_refuses_what_is_no_export(db
     assert best["text"] == "Is vegetarian"
     (tmp_path / "junk.jsonl").write_text('{"not": "an export"}\n')
     run(tmp_path / "other.db", "import", str(tmp_path / "junk.jsonl"), code=1)
+
+
+def test_prune_keeps_the_newest_and_dry_run_deletes_nothing(db):
+    would = run(db, "prune", "-u", "alice", "--keep-latest", "1", "--dry-run")
+    assert [r["action"] for r in would] == ["would delete"] and len(run(db, "list", "-u", "alice")) == 2
+    assert run(db, "prune", "-u", "alice", "--older-than", "30d") == []  # nothing is that old
+    (gone,) = run(db, "prune", "-u", "alice", "--older-than", "0s", "--keep-latest", "1")
+    assert [m["id"] for m in run(db, "list", "-u", "alice")] != [gone["id"]] and len(run(db, "list", "-u", "alice")) == 1
+    run(db, "prune", "-u", "alice", code=2)
+    run(db, "prune", "-u", "alice", "--older-than", "soon", code=2)
+
+
+def test_doctor_says_what_is_wrong_and_retry_failed_puts_jobs_back(db):
+    from headroom.memory import RetryPolicy
+
+    assert all(c["ok"] for c in run(db, "doctor"))
+    store = SQLiteStore(str(db), embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
+    queue = store.extraction_queue()
+    queue.put("bob", {"said": ["hi"], "reply": "hello"})
+    queue.fail(queue.take("bob"), "model down", RetryPolicy(max_attempts=1))
+    os.chmod(db, 0o644)
+    checks = {c["check"]: c for c in run(db, "doctor", code=1)}
+    assert not checks["extraction queue"]["ok"] and "1 failed" in checks["extraction queue"]["detail"]
+    assert not checks["file mode"]["ok"] and checks["integrity"]["ok"]
+    assert run(db, "retry-failed") == [{"user_id": "bob", "requeued": 1}]
+    os.chmod(db, 0o600)
+    assert all(c["ok"] for c in run(db, "doctor"))
+    store.close()

@@ -225,6 +225,56 @@ def stats(ctx: _Context, user_id: str | None) -> None:
                "embedding_model": ctx.store().embedding_model}], ["users", "memories", "embedding_model", "db"])
 
 
+@main.command()
+@user_option
+@click.option("--older-than", "older", help="only memories last written before this age: 90d, 12h, 30m")
+@click.option("--keep-latest", type=click.IntRange(min=0), default=0, help="always keep the N newest")
+@click.option("--dry-run", is_flag=True, help="show what would be deleted, delete nothing")
+@click.pass_obj
+def prune(ctx: _Context, user_id: str, older: str | None, keep_latest: int, dry_run: bool) -> None:
+    """Delete a user's old memories: those older than --older-than, beyond the --keep-latest newest."""
+    if older is None and not keep_latest:
+        _fail(2, "say what to prune: --older-than AGE and/or --keep-latest N")
+    cutoff = time.time() - _age_seconds(older) if older else float("inf")
+    memory = ctx.memory(user_id)
+    newest_first = sorted(_guarded(memory.get_all), key=lambda m: m.updated_at, reverse=True)
+    doomed = [m for m in newest_first[keep_latest:] if m.updated_at.timestamp() < cutoff]
+    if not dry_run:
+        for m in doomed:
+            _guarded(lambda m=m: memory.delete(m.id))
+    ctx.emit(({**_row(m), "action": "would delete" if dry_run else "deleted"} for m in doomed),
+             ["action", "id", "text", "updated_at"])
+
+
+def _age_seconds(text: str) -> float:
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        _fail(2, f"--older-than takes a number and a unit (d, h, m, s), not {text!r}")
+    return int(text[:-1]) * units[text[-1]]
+
+
+@main.command("retry-failed")
+@click.option("-u", "--user", "user_id", help="one user (default: every user with failed extractions)")
+@click.pass_obj
+def retry_failed(ctx: _Context, user_id: str | None) -> None:
+    """Put failed background extractions back in the queue (a with_memory worker takes them up)."""
+    queue = _guarded(lambda: ctx.store().extraction_queue())
+    names = [user_id] if user_id else _guarded(queue.failed_users)
+    ctx.emit(({"user_id": u, "requeued": _guarded(lambda u=u: queue.retry_failed(u))} for u in names),
+             ["user_id", "requeued"])
+
+
+@main.command()
+@click.pass_obj
+def doctor(ctx: _Context) -> None:
+    """Check the file: integrity, schema, full-text index, vectors, extraction queue, file mode.
+    Exits 0 when every check passes, 1 otherwise."""
+    checks = _guarded(lambda: ctx.store().health())
+    ctx.emit(checks, ["check", "ok", "detail"])
+    if not all(c["ok"] for c in checks):
+        sys.exit(EXIT_REFUSED)
+
+
 # -- export and import --------------------------------------------------------------------------------
 
 

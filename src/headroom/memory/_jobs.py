@@ -64,3 +64,7 @@ class JobQueue(Protocol):
     def counts(self, user_id: str) -> dict[str, int]:
         """``{"pending": queued or running, "failed": kept as failed}`` for this user."""
         ...
+
+    def failed_users(self) -> list[str]:
+        """The users with jobs kept as failed."""
+        ...

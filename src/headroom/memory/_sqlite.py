@@ -33,7 +33,7 @@ from ._models import Memory, new_id, normalize_text
 from ._scoring import Scoring, near_duplicate
 from ._sqlite_file import connect, create_file, default_cache_bytes, default_db_path
 from ._sqlite_queue import SQLiteJobQueue, finish_job
-from ._sqlite_transfer import UserSummary, dump, load, users
+from ._sqlite_transfer import UserSummary, dump, health, load, users
 
 __all__ = ["SQLiteStore", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
@@ -576,6 +576,9 @@ class SQLiteStore:
             return self._index(user_id)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read {self.path}: {exc}") from exc
+
+    def health(self) -> list[dict]:
+        return health(self)
 
     def owner(self, memory_id: str) -> str | None:
         found = self.query("SELECT user_id FROM memories WHERE id = ?", (memory_id,))

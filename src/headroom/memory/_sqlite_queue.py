@@ -112,3 +112,7 @@ class SQLiteJobQueue:
             "SELECT status, COUNT(*) FROM extraction_jobs WHERE user_id = ? GROUP BY status", (user_id,))
         found = dict(rows)
         return {"pending": found.get("pending", 0) + found.get("running", 0), "failed": found.get("failed", 0)}
+
+    def failed_users(self) -> list[str]:
+        return [u for (u,) in self.store.query(
+            "SELECT DISTINCT user_id FROM extraction_jobs WHERE status = 'failed' ORDER BY user_id", ())]

@@ -20,7 +20,7 @@ from ._models import Memory, normalize_text
 if TYPE_CHECKING:
     from ._sqlite import SQLiteStore
 
-__all__ = ["users", "dump", "load", "UserSummary"]
+__all__ = ["users", "dump", "load", "health", "UserSummary"]
 
 UserSummary = dict  # {"user_id": str, "memories": int (live), "last_write": float (POSIX seconds)}
 _BATCH = 500
@@ -91,3 +91,37 @@ def _has(db: sqlite3.Connection, memory: Memory) -> bool:
         return False
     return db.execute("SELECT 1 FROM memories WHERE user_id = ? AND norm_text = ? AND superseded_by IS NULL",
                       (memory.user_id, normalize_text(memory.text))).fetchone() is not None
+
+
+def health(store: SQLiteStore) -> list[dict]:
+    """Checks of the file, each ``{"check", "ok", "detail"}``: SQLite's integrity, the schema, the
+    full-text index against the rows, rows waiting for vectors, the extraction queue, file modes."""
+    import os
+    import stat
+
+    from ._migrations import MIGRATIONS
+
+    def one(name: str, ok: bool, detail: str) -> dict:
+        return {"check": name, "ok": bool(ok), "detail": detail}
+
+    integrity = store.query("PRAGMA integrity_check", ())[0][0]
+    applied = store.query("SELECT MAX(version) FROM headroom_migrations", ())[0][0] or 0
+    rows = store.query("SELECT COUNT(*) FROM memories", ())[0][0]
+    indexed = store.query("SELECT COUNT(*) FROM memories_fts", ())[0][0]
+    lost = store.query("SELECT COUNT(*) FROM memories m WHERE NOT EXISTS "
+                       "(SELECT 1 FROM memories_fts f WHERE f.rowid = m.pk)", ())[0][0]
+    waiting = store.unembedded_count()
+    bad_vectors = store.query("SELECT COUNT(*) FROM memories WHERE embedding IS NOT NULL AND length(embedding) != ?",
+                              (4 * store.embedding_dim,))[0][0]
+    jobs = dict(store.query("SELECT status, COUNT(*) FROM extraction_jobs GROUP BY status", ()))
+    mode = stat.S_IMODE(os.stat(store.path).st_mode)
+    return [
+        one("integrity", integrity == "ok", integrity),
+        one("schema", applied == len(MIGRATIONS), f"migration {applied} of {len(MIGRATIONS)}"),
+        one("embedding model", True, f"{store.embedding_model} ({store.embedding_dim} dimensions)"),
+        one("full-text index", indexed == rows and not lost, f"{indexed} entries for {rows} rows, {lost} rows missing"),
+        one("vectors", not bad_vectors, f"{bad_vectors} of the wrong size; {waiting} rows waiting to be embedded"),
+        one("extraction queue", not jobs.get("failed"), f"{jobs.get('pending', 0)} pending, "
+            f"{jobs.get('running', 0)} running, {jobs.get('failed', 0)} failed (retry-failed puts them back)"),
+        one("file mode", not mode & 0o077, f"{mode:04o} (owner only expected)"),
+    ]

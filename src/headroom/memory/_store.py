@@ -94,6 +94,10 @@ class Store(Protocol):
         and full-text relevance to ``words``; cosine alone without it), each with its cosine."""
         ...
 
+    def health(self) -> list[dict[str, Any]]:
+        """Checks of the backend, each ``{"check": name, "ok": bool, "detail": text}``."""
+        ...
+
     def owner(self, memory_id: str) -> str | None:
         """The user a memory id belongs to (for tools that hold only the id, such as the CLI)."""
         ...
