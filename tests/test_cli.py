@@ -132,3 +132,18 @@ def test_doctor_says_what_is_wrong_and_retry_failed_puts_jobs_back(db):
     os.chmod(db, 0o600)
     assert all(c["ok"] for c in run(db, "doctor"))
     store.close()
+
+
+@pytest.mark.parametrize("args", [
+    ["users"], ["list", "-u", "alice"], ["search", "-u", "alice", "city"], ["add", "-u", "carol", "Likes jazz"],
+    ["stats"], ["history", "MEMORY"], ["edit", "MEMORY", "Lives in Utrecht"], ["prune", "-u", "bob", "--older-than", "0s"],
+    ["doctor"], ["retry-failed"], ["export", "-u", "bob"], ["delete", "MEMORY"], ["forget", "-u", "bob", "--yes"],
+], ids=lambda a: a[0])
+def test_every_command_as_a_real_subprocess(db, args):
+    live = [m for m in run(db, "list", "-u", "alice") if m["text"] == "Lives in Amsterdam"][0]["id"]
+    args = [live if a == "MEMORY" else a for a in args]
+    done = subprocess.run([sys.executable, "-m", "headroom.cli", "--db", str(db), *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert all(json.loads(line) for line in done.stdout.splitlines())  # piped: JSON lines
+    assert done.stdout.strip() or args == ["retry-failed"]  # nothing failed: nothing to say
