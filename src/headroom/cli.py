@@ -151,9 +151,11 @@ def list_(ctx: _Context, user_id: str, category: str | None, since: datetime | N
 @click.option("-k", "--top-k", default=5, show_default=True)
 @click.pass_obj
 def search(ctx: _Context, user_id: str, query: str, top_k: int) -> None:
-    """A user's memories best matching QUERY, ranked as the wrappers rank them, with the cosine."""
-    found = _guarded(lambda: ctx.memory(user_id).search(query, top_k=top_k))
-    ctx.emit(({**_row(m), "cosine": round(score, 4)} for m, score in found), ["id", "cosine", "category", "text"])
+    """A user's memories best matching QUERY, ranked as the wrappers rank them, and why: the cosine
+    similarity and the keyword score (0 to 1; the query's best keyword match is 1)."""
+    found = _guarded(lambda: ctx.memory(user_id).explain(query, top_k=top_k))
+    ctx.emit(({**_row(m), "cosine": round(cosine, 4), "keyword": round(keyword, 4)} for m, cosine, keyword in found),
+             ["id", "cosine", "keyword", "category", "text"])
 
 
 @main.command()

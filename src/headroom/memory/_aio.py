@@ -31,6 +31,10 @@ class AsyncUserMemory:
     async def search(self, query: str, top_k: int = 5, category: Category | None = None) -> list[tuple[Memory, float]]:
         return await asyncio.to_thread(self.sync.search, query, top_k, category)
 
+    async def explain(self, query: str, top_k: int = 5,
+                      category: Category | None = None) -> list[tuple[Memory, float, float]]:
+        return await asyncio.to_thread(self.sync.explain, query, top_k, category)
+
     async def add(
         self,
         text: str,

@@ -86,6 +86,11 @@ class UserMemory:
         Ranked by meaning and by words together (see ``_scoring.py``), so a paraphrase and an exact
         name both find their memory.
         """
+        return [(m, cosine) for m, cosine, _ in self.explain(query, top_k, category)]
+
+    def explain(self, query: str, top_k: int = 5, category: Category | None = None) -> list[tuple[Memory, float, float]]:
+        """As ``search``, each memory with why it ranks there: its cosine similarity and its keyword
+        score (BM25 over the user's memories, scaled so the query's best match is 1)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("search query must be a non-empty string")
         if not is_encodable(query):
@@ -97,7 +102,7 @@ class UserMemory:
         vector = self.embedder.embed([query])[0]
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
         words = content_words(query) if self.scoring.keyword_weight else []
-        return self.store.search(self.user_id, vector, top_k, category, words, self.scoring)
+        return self.store.ranked(self.user_id, vector, top_k, category, words, self.scoring)
 
     def get(self, memory_id: str) -> Memory:
         memory = self.store.get(self.user_id, memory_id)

@@ -210,6 +210,11 @@ class VectorIndex:
         Every memory is ranked by ``scoring`` (by cosine alone without it); ``matches`` holds, for
         each query word, the keys of the rows that have it, for the keyword score.
         """
+        return [(memory, cosine) for memory, cosine, _ in self.ranked(query, top_k, category, matches, scoring)]
+
+    def ranked(self, query: np.ndarray, top_k: int, category: str | None = None,
+               matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
+        """As ``search``, each with its cosine and its keyword score (0 to 1, the query's best is 1)."""
         n = len(self._memories)
         if n == 0 or top_k <= 0:
             return []
@@ -223,7 +228,8 @@ class VectorIndex:
         rank = cosines if scoring is None else scoring.combine(cosines, scaled, self._created[:n])
         if category is not None:
             rank = np.where(self._codes[:n] == _CATEGORY_CODE[category], rank, -np.inf)
-        return [(self._memories[i], float(cosines[i])) for i in _best(rank, top_k) if rank[i] > -np.inf]
+        return [(self._memories[i], float(cosines[i]), float(scaled[i]) if scaled is not None else 0.0)
+                for i in _best(rank, top_k) if rank[i] > -np.inf]
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows of the keys that are in this index (a memory waiting for its vector is not)."""

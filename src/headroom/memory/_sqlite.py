@@ -552,10 +552,14 @@ class SQLiteStore:
                words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
         """The user's ``top_k`` best memories by ``scoring`` (FTS5 finds the rows holding each of
         ``words``, stemmed; the index scores them), each with its cosine."""
+        return [(m, cosine) for m, cosine, _ in self.ranked(user_id, query, top_k, category, words, scoring)]
+
+    def ranked(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
+               words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
         with self._lock:
             index = self._current(user_id)
             matches = self._matches(user_id, words, len(index)) if words else []
-            return index.search(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring)
+            return index.ranked(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring)
 
     def _matches(self, user_id: str, words: Sequence[str], user_rows: int) -> list[np.ndarray]:
         """For each word, the keys of the rows that hold it: one statement, a list of keys per word.

@@ -116,6 +116,11 @@ class Store(Protocol):
         id is skipped too), keeping ids, times and links; returns how many were new."""
         ...
 
+    def ranked(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
+               words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
+        """As ``search``, each with its cosine and its keyword score (0 to 1): why it ranks there."""
+        ...
+
     def counts(self, user_id: str) -> dict[str, int]:
         """Live memories per category."""
         ...
