@@ -320,7 +320,9 @@ def export(ctx: _Context, user_id: str | None, output: Any) -> None:
     for memory, vector in _guarded(lambda: store.dump(user_id)):
         output.write(json.dumps(_encode(memory, vector), ensure_ascii=False) + "\n")
         count += 1
-    click.echo(f"exported {count} rows", err=True)
+        if count % 5000 == 0:
+            click.echo(f"\rexported {count} rows", err=True, nl=False)
+    click.echo(f"\rexported {count} rows", err=True)
 
 
 def _per_user(lines: Iterator[str]) -> Iterator[list[dict[str, Any]]]:
