@@ -300,3 +300,11 @@ def test_a_fact_the_reply_repeats_is_still_the_users():
     keep = from_user(["Her manager is Dr. Evans", "You're welcome!"], "My manager is called Dr. Evans.",
                      "Your manager is Dr. Evans. You're welcome!", LocalEmbedder())
     assert keep == [True, False]
+
+
+def test_notes_about_the_chat_are_not_the_users():
+    from headroom.memory._grounding import from_user
+
+    notes = ["Thanks", "user said 'haha nice'", "User greeted with a good morning message",
+             "User said they are vegetarian", "Is vegetarian"]
+    assert from_user(notes, "haha nice, I'm vegetarian", "") == [False, False, False, True, True]

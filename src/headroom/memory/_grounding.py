@@ -7,7 +7,8 @@ note it ("Where do I work?" -> "Works at Google"). Rules, checked on what the mo
 before anything is stored; "the user's words" means more than half of a note's content words
 (stemmed) appear in what the user said this turn:
 
-- a question is not a fact;
+- a question is not a fact, nor is a note about the chat rather than the user ("Thanks", "user
+  said 'haha nice'", "User greeted with a good morning message");
 - on a turn where the user only asked questions, a note must be in the user's words: an answer to
   a question is not something the user said (both modes: it needs no embedding);
 - with an embedder (background extraction, off the caller's path): a note closer in meaning to
@@ -20,6 +21,7 @@ Measured on a real model's extractions in bench/RESULTS.md ("A real model").
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -33,6 +35,10 @@ ASSISTANT_MARGIN = 0.1
 #: The share of a note's content words found in the user's words above which it is theirs.
 USER_WORDS = 0.5
 _SUFFIXES = ("ing", "ed", "es", "s")
+#: Notes about the conversation itself: pleasantries, and the user's words reported as words.
+_ABOUT_THE_CHAT = re.compile(
+    r"^\W*(?:(?:the )?user (?:greeted|thanked|said\s*[:'\"\u201c])|(?:thanks|thank you|you'?re welcome|hello|"
+    r"hi|hey|good (?:morning|afternoon|evening|night)|bye|goodbye|ok(?:ay)?|lol|haha)\W*$)", re.IGNORECASE)
 
 
 def _stem(word: str) -> str:
@@ -66,7 +72,7 @@ def _asks_only(said: str) -> bool:
 def from_user(memories: Sequence[str], said: str, reply: str, embedder: Embedder | None = None) -> list[bool]:
     """For each proposed note, whether it may be stored as something the user said (``said``: the
     user's messages of the turn, one per line; ``reply``: the assistant's answer)."""
-    keep = [not text.rstrip().endswith("?") for text in memories]
+    keep = [not text.rstrip().endswith("?") and not _ABOUT_THE_CHAT.search(text) for text in memories]
     if _asks_only(said):
         keep = [k and user_share(text, said) > USER_WORDS for k, text in zip(keep, memories)]
     if embedder is None or not any(keep) or not reply.strip() or not said.strip():
