@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import openai
 
+from headroom._scripted_server import ScriptedServer, chat_completion, rule_based_reply
 from headroom.memory import LocalEmbedder, with_memory
 from headroom.memory._sqlite_queue import SQLiteJobQueue as JobQueue
-from headroom.scripted_server import ScriptedServer, chat_completion, rule_based_reply
 
 
 def pct(values: list[float], q: float) -> float:

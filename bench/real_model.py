@@ -174,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     server = None
     if not args.base_url:
-        from headroom.scripted_server import ScriptedServer
+        from headroom._scripted_server import ScriptedServer
 
         server = ScriptedServer().start()
         args.base_url = server.base_url

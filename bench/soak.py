@@ -189,7 +189,7 @@ def check(db: str, entries: list[dict], exact_private: bool) -> dict[str, object
 
 
 def drive(args: argparse.Namespace) -> int:
-    from headroom.scripted_server import ScriptedServer
+    from headroom._scripted_server import ScriptedServer
 
     workdir = Path(tempfile.mkdtemp(prefix="headroom-soak-"))
     args.db = args.db or str(workdir / "soak.db")

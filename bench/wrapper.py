@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import openai
 
+from headroom._scripted_server import ScriptedServer
 from headroom.memory import LocalEmbedder, open_memory, with_fast_memory
-from headroom.scripted_server import ScriptedServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from latency import fill, sentence  # noqa: E402
@@ -102,8 +102,8 @@ def filter_cost(rounds: int = 200) -> float:
     """Microseconds per chunk for the stream filter over a real reply cut in 4-character pieces."""
     from openai.types.chat import ChatCompletionChunk
 
+    from headroom._scripted_server import chat_chunks
     from headroom.memory._dialects import ChunkFilter
-    from headroom.scripted_server import chat_chunks
 
     reply = "A streamed answer of moderate length, with some text. " * 8 + '<memory>{"memories": [' \
         '{"content": "Prefers short answers", "category": "preference"}]}</memory>'

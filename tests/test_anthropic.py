@@ -7,9 +7,9 @@ import anthropic
 import pytest
 from anthropic.types import Message
 
+from headroom._scripted_server import ScriptedServer
 from headroom.memory import AsyncMemoryClient, MemoryStream, with_fast_memory
 from headroom.memory._protocol import INSTRUCTION
-from headroom.scripted_server import ScriptedServer
 
 REPLY = 'Tea it is.\n<memory>{"memories": [{"content": "Prefers green tea", "category": "preference"}]}</memory>'
 

@@ -8,6 +8,7 @@ import groq
 import openai
 import pytest
 
+from headroom._scripted_server import ScriptedServer
 from headroom.memory import (
     AsyncMemoryClient,
     AsyncMemoryStream,
@@ -19,7 +20,6 @@ from headroom.memory import (
     with_fast_memory,
 )
 from headroom.memory._fast import _AsyncCreate, _Create
-from headroom.scripted_server import ScriptedServer
 
 
 @pytest.fixture

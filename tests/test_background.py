@@ -11,8 +11,8 @@ import time
 import openai
 import pytest
 
+from headroom._scripted_server import ScriptedServer, chat_chunks, chat_completion, rule_based_reply
 from headroom.memory import RetryPolicy, with_memory
-from headroom.scripted_server import ScriptedServer, chat_chunks, chat_completion, rule_based_reply
 
 from .spec_examples import examples
 from .test_concurrency import WORKER

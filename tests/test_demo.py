@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from headroom.scripted_server import ScriptedServer
+from headroom._scripted_server import ScriptedServer
 
 
 def demo(*args: str, env: dict) -> str:

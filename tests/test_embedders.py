@@ -4,6 +4,7 @@ import numpy as np
 import openai
 import pytest
 
+from headroom._scripted_server import ScriptedServer, hash_vector
 from headroom.memory import (
     EmbeddingError,
     HashEmbedder,
@@ -14,7 +15,6 @@ from headroom.memory import (
 )
 from headroom.memory._embedders import make_embedder
 from headroom.memory._local_model import onnx_cache_path
-from headroom.scripted_server import ScriptedServer, hash_vector
 
 SENTENCES = [
     "I prefer Python for backend work",

@@ -7,9 +7,9 @@ import logging
 import openai
 import pytest
 
+from headroom._scripted_server import ScriptedServer
 from headroom.memory import InvalidInputError, MemoryBypassWarning, with_fast_memory
 from headroom.memory._protocol import REMINDER
-from headroom.scripted_server import ScriptedServer
 
 from .spec_examples import examples
 

@@ -11,8 +11,8 @@ import anthropic
 import openai
 import pytest
 
+from headroom._scripted_server import ScriptedServer
 from headroom.memory import StorageError, with_fast_memory
-from headroom.scripted_server import ScriptedServer
 
 MODES = ["sync", "stream", "async", "async-stream"]
 

@@ -11,7 +11,7 @@ from .test_fast_memory import PREAMBLE
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, local_embedder):
-    from headroom.scripted_server import ScriptedServer
+    from headroom._scripted_server import ScriptedServer
 
     with ScriptedServer() as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)

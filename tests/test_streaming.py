@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionChunk
 
+from headroom._scripted_server import ScriptedServer, chat_chunks
 from headroom.memory import MemoryStream, with_fast_memory
 from headroom.memory._dialects import ChunkFilter
 from headroom.memory._protocol import parse_reply
-from headroom.scripted_server import ScriptedServer, chat_chunks
 
 REPLY = ('Use PostgreSQL, it suits you.\n\n<memory>{"memories": [{"content": "Prefers PostgreSQL", '
          '"category": "preference"}, {"content": "Builds a ledger service", "category": "context"}]}</memory>')

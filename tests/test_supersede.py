@@ -8,9 +8,9 @@ import numpy as np
 import openai
 import pytest
 
+from headroom._scripted_server import ScriptedServer, chat_completion
 from headroom.memory import HashEmbedder, InvalidInputError, open_memory, with_fast_memory, with_memory
 from headroom.memory._scoring import NEAR_DUPLICATE, Scoring, content_words
-from headroom.scripted_server import ScriptedServer, chat_completion
 
 CORPUS = [
     "Lives in Lisbon near the river",

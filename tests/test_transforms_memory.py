@@ -3,9 +3,9 @@
 import openai
 import pytest
 
+from headroom._scripted_server import ScriptedServer
 from headroom.memory import with_fast_memory, with_memory
 from headroom.memory._protocol import REMINDER
-from headroom.scripted_server import ScriptedServer
 from headroom.transforms import RollingWindowTransform, TokenCounter
 
 from .spec_examples import examples

@@ -72,7 +72,7 @@ def demo(base_url: str | None, model: str, db_path: str | None, user_id: str) ->
         api_key = api_key or "not-needed"  # local OpenAI-compatible servers often take any key
         _say(f"Model: {model} at {base_url or 'the OpenAI API'}")
     else:
-        from headroom.scripted_server import ScriptedServer
+        from headroom._scripted_server import ScriptedServer
 
         server = ScriptedServer().start()
         base_url, api_key = server.base_url, "not-needed"

@@ -1,4 +1,5 @@
-"""A scripted OpenAI-compatible HTTP server on 127.0.0.1, for tests and the offline demo.
+"""A scripted OpenAI-compatible HTTP server on 127.0.0.1: a test double for the tests, the benchmarks
+and the offline demo (private; not part of the API).
 
 It is a stand-in for a model, not a model: replies come from Python callables the caller supplies.
 Every request is recorded so tests can assert on exactly what the SDK sent over the wire.
