@@ -1,5 +1,6 @@
 """How each API family carries the instruction and the reply: OpenAI chat completions and Anthropic
-messages. Pure functions over requests and the SDKs' response objects; no I/O.
+messages. Pure functions over requests and responses, as the SDKs' objects or as their plain JSON dicts
+(one code path for the client wrappers and a server); no I/O.
 
 A dialect adds the instruction to a request, strips blocks from a whole response, and makes a
 stream filter that strips them from streamed chunks or events as they pass.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, MutableMapping, Protocol
 
 from ._inject import add_instruction, wants_json
 from ._protocol import INSTRUCTION, BlockParser, ParseResult, parse_reply
@@ -55,6 +56,19 @@ def _log(parsers: list[BlockParser]) -> None:
             logger.warning("memory block: %s", problem)
 
 
+def _get(item: Any, name: str) -> Any:
+    """A field of an SDK object or of its JSON dict: the same code cleans both (the wrappers get the
+    SDKs' objects, a server would get plain JSON)."""
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def _set(item: Any, name: str, value: Any) -> None:
+    if isinstance(item, MutableMapping):
+        item[name] = value
+    else:
+        setattr(item, name, value)
+
+
 # -- OpenAI chat completions --------------------------------------------------------------------------
 
 
@@ -68,13 +82,13 @@ def _openai_instruct(request: dict[str, Any]) -> bool:
 def _openai_clean(response: Any) -> ParseResult | None:
     """Strip every choice; the memories come from the first (``n > 1`` must not store alternatives)."""
     first: ParseResult | None = None
-    for choice in getattr(response, "choices", None) or []:
-        message: Any = getattr(choice, "message", None)
-        content = getattr(message, "content", None)
+    for choice in _get(response, "choices") or []:
+        message: Any = _get(choice, "message")
+        content = _get(message, "content")
         if not isinstance(content, str):
             continue  # tool calls, refusals: nothing to strip
         result = parse_reply(content)
-        message.content = result.text
+        _set(message, "content", result.text)
         for problem in result.problems:
             logger.warning("memory block: %s", problem)
         if first is None:
@@ -83,8 +97,8 @@ def _openai_clean(response: Any) -> ParseResult | None:
 
 
 def _openai_text(response: Any) -> str:
-    choices = getattr(response, "choices", None) or []
-    content = getattr(getattr(choices[0], "message", None), "content", None) if choices else None
+    choices = _get(response, "choices") or []
+    content = _get(_get(choices[0], "message"), "content") if choices else None
     return content if isinstance(content, str) else ""
 
 
@@ -141,10 +155,10 @@ class ChunkFilter(_Parsers):
     """Chat completion chunks: one parser per choice, held-back text released on ``finish_reason``."""
 
     def process(self, chunk: Any) -> list[Any]:
-        for choice in getattr(chunk, "choices", None) or []:
-            index = getattr(choice, "index", 0) or 0
-            delta = getattr(choice, "delta", None)
-            content = getattr(delta, "content", None)
+        for choice in _get(chunk, "choices") or []:
+            index = _get(choice, "index") or 0
+            delta = _get(choice, "delta")
+            content = _get(delta, "content")
             if index == 0 and isinstance(content, str):
                 self._text.append(content)
             if not self._strip:
@@ -153,11 +167,11 @@ class ChunkFilter(_Parsers):
             text = parser.feed(content) if isinstance(content, str) else ""
             if isinstance(content, str):
                 self._last[index] = chunk
-            if getattr(choice, "finish_reason", None) is not None and index not in self._finished:
+            if _get(choice, "finish_reason") is not None and index not in self._finished:
                 self._finished.add(index)
                 text += parser.finish()
             if delta is not None and (isinstance(content, str) or text):
-                delta.content = text
+                _set(delta, "content", text)
                 self._saw(index, text)
         return [chunk]
 
@@ -167,12 +181,12 @@ class ChunkFilter(_Parsers):
 
     def _carrying(self, item: Any, index: int, text: str) -> Any:
         extra = copy.deepcopy(item)
-        extra.choices = [c for c in extra.choices if (getattr(c, "index", 0) or 0) == index]
-        for choice in extra.choices:
-            choice.delta.content = text
-            choice.finish_reason = None
-        if getattr(extra, "usage", None) is not None:
-            extra.usage = None
+        _set(extra, "choices", [c for c in _get(extra, "choices") if (_get(c, "index") or 0) == index])
+        for choice in _get(extra, "choices"):
+            _set(_get(choice, "delta"), "content", text)
+            _set(choice, "finish_reason", None)
+        if _get(extra, "usage") is not None:
+            _set(extra, "usage", None)
         return extra
 
     def result(self) -> ParseResult | None:
@@ -199,20 +213,23 @@ def _anthropic_instruct(request: dict[str, Any]) -> bool:
 def _anthropic_clean(message: Any) -> ParseResult | None:
     """One parser across the text blocks in order; tool-use blocks are left alone."""
     parser = BlockParser()
-    texts = [block for block in getattr(message, "content", None) or []
-             if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str)]
+    texts = _text_blocks(message)
     for block in texts:
-        block.text = parser.feed(block.text)
+        _set(block, "text", parser.feed(_get(block, "text")))
     if not texts:
         return None
-    texts[-1].text += parser.finish()
+    _set(texts[-1], "text", _get(texts[-1], "text") + parser.finish())
     _log([parser])
-    return parser.result("".join(block.text for block in texts))
+    return parser.result("".join(_get(block, "text") for block in texts))
+
+
+def _text_blocks(message: Any) -> list[Any]:
+    return [block for block in _get(message, "content") or []
+            if _get(block, "type") == "text" and isinstance(_get(block, "text"), str)]
 
 
 def _anthropic_text(message: Any) -> str:
-    return "".join(block.text for block in getattr(message, "content", None) or []
-                   if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str))
+    return "".join(_get(block, "text") for block in _text_blocks(message))
 
 
 class EventFilter(_Parsers):
@@ -220,17 +237,18 @@ class EventFilter(_Parsers):
     held back is released, as one more ``text_delta`` event, just before its ``content_block_stop``."""
 
     def process(self, event: Any) -> list[Any]:
-        kind = getattr(event, "type", None)
-        index = getattr(event, "index", 0)
-        delta: Any = getattr(event, "delta", None)
-        is_text = kind == "content_block_delta" and getattr(delta, "type", None) == "text_delta"
+        kind = _get(event, "type")
+        index = _get(event, "index") or 0
+        delta: Any = _get(event, "delta")
+        is_text = kind == "content_block_delta" and _get(delta, "type") == "text_delta"
         if is_text:
-            self._text.append(delta.text)
+            self._text.append(_get(delta, "text"))
         if not self._strip:
             return [event]
         if is_text:
-            delta.text = self._parser(index).feed(delta.text)
-            self._saw(index, delta.text)
+            shown = self._parser(index).feed(_get(delta, "text"))
+            _set(delta, "text", shown)
+            self._saw(index, shown)
             self._last[index] = event
         elif kind == "content_block_stop" and index in self._parsers and index not in self._finished:
             self._finished.add(index)
@@ -245,7 +263,7 @@ class EventFilter(_Parsers):
 
     def _carrying(self, item: Any, index: int, text: str) -> Any:
         extra = copy.deepcopy(item)
-        extra.delta.text = text
+        _set(_get(extra, "delta"), "text", text)
         return extra
 
     def result(self) -> ParseResult | None:
