@@ -91,13 +91,23 @@ def test_near_duplicate_merge_at_and_around_the_threshold(db_path):
     embedder.at("Is vegetarian at home", NEAR_DUPLICATE)
     embedder.at("Is mostly vegetarian", NEAR_DUPLICATE - 1e-3)
     embedder.at("Has 2 vegetarian kids", NEAR_DUPLICATE + 1e-3)
+    embedder.at("Vegetarian is", NEAR_DUPLICATE + 1e-3)
     memory = open_memory("alice", db_path, embedder=embedder)
     first = memory.add("Is vegetarian")
     assert memory.add("Is a vegetarian").id == first.id  # just above: merged
     assert memory.add("Is vegetarian at home").id == first.id  # exactly at: merged
     assert memory.add("Is mostly vegetarian").id != first.id  # just below: stored
     assert memory.add("Has 2 vegetarian kids").id != first.id  # numbers differ: never merged
-    assert len(memory.get_all()) == 3
+    assert memory.add("Vegetarian is").id != first.id  # the same words in another order: never merged
+    assert len(memory.get_all()) == 4
+
+
+def test_a_preference_turned_around_is_not_merged_into_the_old_one(db_path, local_embedder):
+    memory = open_memory("alice", db_path, embedder=local_embedder)
+    old = memory.add("Prefers Rust over Go")
+    new = memory.add("Prefers Go over Rust")  # cosine 0.977 with the real model: above the merge line
+    assert new.id != old.id and {m.text for m in memory.get_all()} == {"Prefers Rust over Go", "Prefers Go over Rust"}
+    assert memory.add("prefers rust over go").id == old.id  # the same text still is the same memory
 
 
 @pytest.mark.parametrize("defer", [False, True])

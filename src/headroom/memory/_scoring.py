@@ -24,8 +24,10 @@ __all__ = ["Scoring", "DEFAULT_SCORING", "content_words", "token_count", "bm25",
 
 #: A new memory whose embedding has at least this cosine with one the user has is that memory, not
 #: a new one: rewordings ("Is vegetarian" / "Is a vegetarian" 0.988) score above it, different facts
-#: below ("Prefers Python" / "Prefers Go" 0.41, "Lives in Paris" / "Lives in Tokyo" 0.52), and texts
-#: whose numbers differ are never merged ("Prefers tool 4 5" / "Prefers tool 5 4" scores 0.998).
+#: below ("Prefers Python" / "Prefers Go" 0.41, "Lives in Paris" / "Lives in Tokyo" 0.52). Texts
+#: whose numbers differ ("Prefers tool 4 5" / "Prefers tool 5 4" scores 0.998), or whose shared
+#: words come in another order ("Prefers Rust over Go" / "Prefers Go over Rust" 0.977), are never
+#: merged: the embedding barely sees either, and either can turn a fact around.
 NEAR_DUPLICATE = 0.95
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
@@ -122,8 +124,16 @@ DEFAULT_SCORING = Scoring()
 def near_duplicate(nearest: Callable[[np.ndarray, float], "tuple[Memory, float] | None"], text: str,
                    vector: np.ndarray) -> Memory | None:
     """The memory that says the same as ``text``, by the one rule every write path uses: the closest
-    memory (``nearest(vector, NEAR_DUPLICATE)``, cosine >= ``NEAR_DUPLICATE``) with the same numbers."""
+    memory (``nearest(vector, NEAR_DUPLICATE)``, cosine >= ``NEAR_DUPLICATE``) with the same numbers
+    and its shared words in the same order."""
     best = nearest(vector, NEAR_DUPLICATE)
-    if best is not None and _NUMBER.findall(best[0].text) == _NUMBER.findall(text):
+    if best is not None and _NUMBER.findall(best[0].text) == _NUMBER.findall(text) and _same_order(best[0].text, text):
         return best[0]
     return None
+
+
+def _same_order(a: str, b: str) -> bool:
+    """Whether the content words two texts share come in the same order in both."""
+    words_a, words_b = content_words(a, limit=64), content_words(b, limit=64)
+    shared = set(words_a) & set(words_b)
+    return [w for w in words_a if w in shared] == [w for w in words_b if w in shared]
