@@ -1,4 +1,5 @@
-"""Whether a memory that background extraction proposes is something the user said.
+"""Whether a note a model proposes (in its reply's block, or as background extraction) is
+something the user said.
 
 A model is shown the whole turn, and small ones note the assistant's side of it as the user's
 facts ("Rust is known for performance, safety, and concurrency", "You're welcome!"), turn the

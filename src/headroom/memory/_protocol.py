@@ -39,8 +39,8 @@ INSTRUCTION = (
 )
 
 #: Added after the user's latest message: small models heed the end of the prompt more than the
-#: system message (on Qwen2.5-Coder-1.5B, replies with a block rose from 6 to 20 of 41 turns,
-#: bench/RESULTS.md). It goes only into the copy sent, never into the caller's history.
+#: system message (measured on a 1.5B model in bench/RESULTS.md, "A real model"). It goes only
+#: into the copy sent, never into the caller's history.
 REMINDER = "(Answer me first. Then end your reply with the <memory> block.)"
 
 EXTRACTION_INSTRUCTION = (

@@ -2,8 +2,7 @@
 
 The caller's history holds the model's earlier answers as the caller got them: cleaned, without
 their blocks. A model that reads a conversation in which it never wrote a block learns from it not
-to write one, and small models follow the conversation more than the system message: on a 1.5B
-model the share of replies with a block fell turn by turn within a conversation. So ``BlockReplay``
+to write one, and small models follow the conversation more than the system message. So ``BlockReplay``
 remembers, for each cleaned answer, the memories its block carried (written out again in the
 canonical form), and puts them back after that answer in the copy of the history sent
 to the model. The caller's messages are never changed, and a history restored the same way every
