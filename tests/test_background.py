@@ -308,3 +308,29 @@ def test_notes_about_the_chat_are_not_the_users():
     notes = ["Thanks", "user said 'haha nice'", "User greeted with a good morning message",
              "User said they are vegetarian", "Is vegetarian"]
     assert from_user(notes, "haha nice, I'm vegetarian", "") == [False, False, False, True, True]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_echo_of_the_remembered_context_is_removed_and_the_rest_left_as_written(server, tmp_path, stream):
+    reply = ("<remembered_context>\n[1] 2026-01-01, fact: Lives in Oslo\n</remembered_context>\n"
+             'Oslo it is. <memory>{"memories": []}</memory>')  # not asked for: the answer's own text
+
+    def answer(body):
+        if is_extraction(body):
+            return 200, chat_completion(body, ['{"memories": []}'])
+        return 200, chat_chunks(body, reply, 5) if body.get("stream") else chat_completion(body, [reply])
+
+    server.handlers["/v1/chat/completions"] = answer
+    client = client_for(server, tmp_path)
+    client.memory.add("Lives in Oslo")
+    messages = [{"role": "user", "content": "Where do I live?"}]
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="m", messages=messages, stream=True) if c.choices)
+    else:
+        text = client.chat.completions.create(model="m", messages=messages).choices[0].message.content
+    assert text == 'Oslo it is. <memory>{"memories": []}</memory>'
+    assert client.memory.flush(timeout=30) is True
+    extraction = [r.body for r in server.requests if r.path == "/v1/chat/completions" and is_extraction(r.body)]
+    assert "remembered_context" not in extraction[-1]["messages"][-1]["content"]  # the reply as the caller got it
+    client.close()

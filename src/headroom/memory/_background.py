@@ -1,4 +1,4 @@
-"""``with_memory``: replies untouched, memories extracted by a separate call in background threads.
+"""``with_memory``: replies as written, memories extracted by a separate call in background threads.
 
 After each call the turn is written to the queue in the memory file before ``create`` returns; worker
 threads take jobs, ask the model (through the raw client) for a ``<memory>`` block, then embed and
@@ -244,7 +244,7 @@ def with_memory(
     """Give a client memory extracted by a separate call in the background.
 
     Memories are injected as ``with_fast_memory`` does, but the request gets no instruction and the
-    reply comes back exactly as the model wrote it. Each turn is queued in the memory file before
+    reply comes back as the model wrote it, less any repeat of the injected context. Each turn is queued in the memory file before
     ``create`` returns; ``workers`` threads extract with ``extraction_model`` (default: the call's
     own model) through ``extraction_client`` (default: the same client, or its synchronous twin).
     ``client.memory.flush()`` waits for the queue; ``close()`` and interpreter exit drain it for at

@@ -37,7 +37,8 @@ class StreamFilter(Protocol):
         ...
 
     def text(self) -> str:
-        """The reply's text as the model wrote it (first choice), for background extraction."""
+        """The reply's text as the caller got it (first choice, or every text block), for
+        background extraction."""
         ...
 
 
@@ -45,9 +46,9 @@ class StreamFilter(Protocol):
 class Dialect:
     name: str
     instruct: Callable[[dict[str, Any]], bool]  # adds the instruction to a request copy; False if it must not
-    clean: Callable[[Any], ParseResult | None]  # strips blocks from a response in place; None: no text
-    reply_text: Callable[[Any], str]  # the reply's text, untouched
-    stream_filter: Callable[..., StreamFilter]  # strip=False only collects the text
+    clean: Callable[..., ParseResult | None]  # strips blocks (blocks=False: only echoes) in place; None: no text
+    reply_text: Callable[[Any], str]  # the reply's text, as it is now
+    stream_filter: Callable[..., StreamFilter]  # blocks=False strips only echoes of the remembered context
 
 
 def _log(parsers: list[BlockParser]) -> None:
@@ -79,7 +80,7 @@ def _openai_instruct(request: dict[str, Any]) -> bool:
     return True
 
 
-def _openai_clean(response: Any) -> ParseResult | None:
+def _openai_clean(response: Any, blocks: bool = True) -> ParseResult | None:
     """Strip every choice; the memories come from the first (``n > 1`` must not store alternatives)."""
     first: ParseResult | None = None
     for choice in _get(response, "choices") or []:
@@ -87,7 +88,7 @@ def _openai_clean(response: Any) -> ParseResult | None:
         content = _get(message, "content")
         if not isinstance(content, str):
             continue  # tool calls, refusals: nothing to strip
-        result = parse_reply(content)
+        result = parse_reply(content, blocks)
         _set(message, "content", result.text)
         for problem in result.problems:
             logger.warning("memory block: %s", problem)
@@ -103,13 +104,12 @@ def _openai_text(response: Any) -> str:
 
 
 class _Parsers:
-    """What both stream filters keep: a parser per choice or block, and the raw text seen."""
+    """What both stream filters keep: a parser per choice or block, and the text shown."""
 
-    def __init__(self, strip: bool = True) -> None:
-        self._strip = strip
+    def __init__(self, blocks: bool = True) -> None:
+        self._blocks = blocks
         self._parsers: dict[int, BlockParser] = {}
         self._finished: set[int] = set()
-        self._text: list[str] = []
         self._shown: list[str] = []  # the text the caller got (first choice, or every text block)
         self._last: dict[int, Any] = {}  # the last item that carried text for each parser
 
@@ -123,7 +123,8 @@ class _Parsers:
         return list(self._parsers.values())
 
     def text(self) -> str:
-        return "".join(self._text)
+        self._finish_all()
+        return "".join(self._shown)
 
     def end(self) -> list[Any]:
         extra = []
@@ -147,7 +148,7 @@ class _Parsers:
     def _parser(self, index: int) -> BlockParser:
         parser = self._parsers.get(index)
         if parser is None:
-            parser = self._parsers[index] = BlockParser()
+            parser = self._parsers[index] = BlockParser(self._blocks)
         return parser
 
 
@@ -159,10 +160,6 @@ class ChunkFilter(_Parsers):
             index = _get(choice, "index") or 0
             delta = _get(choice, "delta")
             content = _get(delta, "content")
-            if index == 0 and isinstance(content, str):
-                self._text.append(content)
-            if not self._strip:
-                continue
             parser = self._parser(index)
             text = parser.feed(content) if isinstance(content, str) else ""
             if isinstance(content, str):
@@ -210,9 +207,9 @@ def _anthropic_instruct(request: dict[str, Any]) -> bool:
     return True
 
 
-def _anthropic_clean(message: Any) -> ParseResult | None:
+def _anthropic_clean(message: Any, blocks: bool = True) -> ParseResult | None:
     """One parser across the text blocks in order; tool-use blocks are left alone."""
-    parser = BlockParser()
+    parser = BlockParser(blocks)
     texts = _text_blocks(message)
     for block in texts:
         _set(block, "text", parser.feed(_get(block, "text")))
@@ -241,10 +238,6 @@ class EventFilter(_Parsers):
         index = _get(event, "index") or 0
         delta: Any = _get(event, "delta")
         is_text = kind == "content_block_delta" and _get(delta, "type") == "text_delta"
-        if is_text:
-            self._text.append(_get(delta, "text"))
-        if not self._strip:
-            return [event]
         if is_text:
             shown = self._parser(index).feed(_get(delta, "text"))
             _set(delta, "text", shown)

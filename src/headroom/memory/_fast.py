@@ -62,8 +62,9 @@ class FastMemory:
     """Shape requests and handle replies for one user's memory.
 
     Inline (``record=None``): the model is instructed and its reply's block is stripped and stored.
-    Background: nothing is added to the request and the reply is left as it is; ``record`` is called
-    with the turn and the reply's text (to queue it for extraction).
+    Background: nothing is added to the request and the reply is left as it is but for echoes of
+    the remembered context; ``record`` is called with the turn and the reply's text (to queue it
+    for extraction).
     """
 
     def __init__(self, memory: UserMemory, *, top_k: int = 5, min_score: float = DEFAULT_MIN_SCORE,
@@ -152,6 +153,7 @@ class FastMemory:
             if turn.instructed:
                 self.store(dialect.clean(response), turn)
             elif self.record is not None:
+                dialect.clean(response, blocks=False)  # echoes of the remembered context only
                 self._record(turn, dialect.reply_text(response))
         except Exception:
             logger.exception("could not handle the reply's memory; the reply is returned as it is")
@@ -178,7 +180,7 @@ class FastMemory:
         if turn.instructed:
             return shell(response, dialect.stream_filter(), lambda f: self.store(f.result(), turn))
         if self.record is not None:
-            return shell(response, dialect.stream_filter(strip=False), lambda f: self._record(turn, f.text()))
+            return shell(response, dialect.stream_filter(blocks=False), lambda f: self._record(turn, f.text()))
         return response
 
     def _record(self, turn: Turn, reply: str) -> None:

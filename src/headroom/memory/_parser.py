@@ -281,9 +281,12 @@ class BlockParser:
     characters are not here yet, a line that may open an untagged block, with the white space
     before them) is held back, so text reaches the caller without visible delay. A ``<memory>`` tag
     that does not start a block, and a closing tag outside one, are the answer's own text.
+    ``blocks=False`` removes only echoes of what the model was shown (a model that was not asked
+    for a block may still repeat the remembered context): memory blocks are then the answer's text.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, blocks: bool = True) -> None:
+        self._blocks = blocks
         self.memories: list[ExtractedMemory] = []
         self.problems: list[str] = []
         self.blocks = 0
@@ -315,7 +318,7 @@ class BlockParser:
                 return bool(joined)  # None: the text after a removed block might still complete a tag
         line_start = not self._tail or self._tail.endswith("\n")
         tag = _TAG.search(self._pending)
-        bare = self._bare(line_start)
+        bare = self._bare(line_start) if self._blocks else None
         if bare is not None and (tag is None or bare[0] <= tag.start()):
             self._show(shown, _unlabelled(self._pending[:bare[0]]))
             self._fenced = "`" in self._pending[bare[0]:bare[1]]
@@ -332,7 +335,7 @@ class BlockParser:
             self._show(shown, self._pending[:tag.end()])  # a closing tag outside a block: the answer's text
             self._pending = self._pending[tag.end():]
             return True
-        opens = _opens(name, self._pending[tag.end():])
+        opens = self._opens(name, self._pending[tag.end():])
         if opens is None and self._final:
             opens = False  # the reply ended before the tag could open anything: the answer's text
         if opens is None:  # wait for what follows the tag (and keep a label line before it)
@@ -353,6 +356,9 @@ class BlockParser:
         if name == "memories":
             self.repairs += 1
         return True
+
+    def _opens(self, name: str, after: str) -> bool | None:
+        return _opens(name, after) if self._blocks or name in _ECHOES else False
 
     def _bare(self, line_start: bool) -> tuple[int, int] | None:
         """Where an untagged block opens in the pending text: its line's start and its ``{``."""
@@ -420,7 +426,7 @@ class BlockParser:
             tag = _TAG.match(joined)
             if tag is not None and not tag.group(1) and tag.end() > len(self._tail) - start:
                 name = tag.group(2).lower()
-                opens = _opens(name, joined[tag.end():])
+                opens = self._opens(name, joined[tag.end():])
                 if opens is None:
                     return None
                 if opens:
@@ -478,7 +484,8 @@ class BlockParser:
         return ParseResult(text, list(self.memories), list(self.problems), self.blocks, self.repairs, self.echoes)
 
 
-def parse_reply(text: str) -> ParseResult:
-    """Strip every memory block (and echoed context) from a whole reply."""
-    parser = BlockParser()
+def parse_reply(text: str, blocks: bool = True) -> ParseResult:
+    """Strip every memory block (and echoed context) from a whole reply; with ``blocks=False`` only
+    the echoes."""
+    parser = BlockParser(blocks)
     return parser.result(parser.feed(text) + parser.finish())
