@@ -14,7 +14,6 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -33,56 +32,14 @@ from ._models import Memory, new_id, normalize_text
 from ._scoring import Scoring, near_duplicate
 from ._sqlite_file import connect, create_file, default_cache_bytes, default_db_path
 from ._sqlite_queue import SQLiteJobQueue, finish_job
+from ._sqlite_rows import COLUMNS as _COLUMNS
+from ._sqlite_rows import blob as _blob
+from ._sqlite_rows import row_to_memory as _row_to_memory
 from ._sqlite_transfer import UserSummary, dump, health, load, users
 
 __all__ = ["SQLiteStore", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
 logger = logging.getLogger(__name__)
-
-_COLUMNS = "id, user_id, text, category, source, metadata, created_at, updated_at, superseded_by, superseded_at"
-
-
-# --- the store -----------------------------------------------------------------------------------
-
-
-_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
-_LATEST = datetime.max.replace(tzinfo=timezone.utc)
-
-
-def _to_time(value: float) -> datetime:
-    """A stored time; one out of datetime's range (a row written before input was checked) is
-    clamped rather than making every read of its user fail."""
-    try:
-        return datetime.fromtimestamp(value, timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        return _LATEST if value > 0 else _EARLIEST
-
-
-def _metadata(text: str) -> dict:
-    if text == "{}":
-        return {}  # most have none: 0.4 s saved per 100k
-    try:
-        value = json.loads(text)
-    except ValueError:
-        logger.warning("unreadable memory metadata ignored: %r", text[:80])
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _row_to_memory(row: tuple) -> Memory:
-    return Memory(
-        id=row[0],
-        user_id=row[1],
-        text=row[2],
-        category=row[3],
-        source=row[4],
-        metadata=_metadata(row[5]),
-        created_at=_to_time(row[6]),
-        updated_at=_to_time(row[7]),
-        superseded_by=row[8],
-        superseded_at=_to_time(row[9]) if row[9] is not None else None,
-    )
-
 
 _NO_KEYS = np.empty(0, dtype=np.int64)
 
@@ -90,10 +47,6 @@ _NO_KEYS = np.empty(0, dtype=np.int64)
 def _phrase(word: str) -> str:
     """One word as an FTS5 string, so no query syntax leaks in."""
     return '"' + word.replace('"', '""') + '"'
-
-
-def _blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
 class SQLiteStore:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from ._models import Memory, normalize_text
+from ._sqlite_rows import COLUMNS, blob, row_to_memory, vector_of
 
 if TYPE_CHECKING:
     from ._sqlite import SQLiteStore
@@ -37,20 +38,17 @@ def users(store: SQLiteStore) -> list[UserSummary]:
 def dump(store: SQLiteStore, user_id: str | None = None) -> Iterator[tuple[Memory, np.ndarray | None]]:
     """Every row (of ``user_id``, or of every user), user by user and oldest first, with its vector
     if it has one. Read in batches, so a large file is never held in memory at once."""
-    from ._sqlite import _COLUMNS, _row_to_memory
-
     names = [user_id] if user_id is not None else [u for (u,) in store.query(
         "SELECT DISTINCT user_id FROM memories ORDER BY user_id", ())]
     for name in names:
         last = 0
         while True:
-            rows = store.query(f"SELECT pk, {_COLUMNS}, embedding FROM memories WHERE user_id = ? AND pk > ? "
+            rows = store.query(f"SELECT pk, {COLUMNS}, embedding FROM memories WHERE user_id = ? AND pk > ? "
                                f"ORDER BY pk LIMIT {_BATCH}", (name, last))
             if not rows:
                 break
             for row in rows:
-                blob = row[-1]
-                yield _row_to_memory(row[1:-1]), None if blob is None else np.frombuffer(blob, dtype="<f4").copy()
+                yield row_to_memory(row[1:-1]), None if row[-1] is None else vector_of(row[-1])
             last = rows[-1][0]
 
 
@@ -59,8 +57,6 @@ def load(store: SQLiteStore, rows: Sequence[tuple[Memory, np.ndarray | None]]) -
     A vector must have the store's dimension (else the row is stored without one, to be embedded).
     A superseded row's successor must be in the file or in ``rows`` (links are checked at commit,
     so their order does not matter): load a user's rows together."""
-    from ._sqlite import _blob
-
     added = 0
     touched: set[str] = set()
     with store.transaction() as db:
@@ -76,7 +72,7 @@ def load(store: SQLiteStore, rows: Sequence[tuple[Memory, np.ndarray | None]]) -
                 (memory.id, memory.user_id, memory.text, normalize_text(memory.text), memory.category, memory.source,
                  json.dumps(dict(memory.metadata)), memory.created_at.timestamp(), memory.updated_at.timestamp(),
                  memory.superseded_by, memory.superseded_at.timestamp() if memory.superseded_at else None,
-                 None if vector is None else _blob(vector)))
+                 None if vector is None else blob(vector)))
             added += 1
             touched.add(memory.user_id)
         for user_id in touched:
