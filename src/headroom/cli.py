@@ -316,13 +316,17 @@ def export(ctx: _Context, user_id: str | None, output: Any) -> None:
     store = _guarded(ctx.store)
     output.write(json.dumps({"headroom_export": EXPORT_FORMAT, "embedding_model": store.embedding_model,
                              "embedding_dim": store.embedding_dim}) + "\n")
-    count = 0
-    for memory, vector in _guarded(lambda: store.dump(user_id)):
-        output.write(json.dumps(_encode(memory, vector), ensure_ascii=False) + "\n")
-        count += 1
-        if count % 5000 == 0:
-            click.echo(f"\rexported {count} rows", err=True, nl=False)
-    click.echo(f"\rexported {count} rows", err=True)
+
+    def write_all() -> int:  # rows are read in batches while they are written: errors may come late
+        count = 0
+        for memory, vector in store.dump(user_id):
+            output.write(json.dumps(_encode(memory, vector), ensure_ascii=False) + "\n")
+            count += 1
+            if count % 5000 == 0:
+                click.echo(f"\rexported {count} rows", err=True, nl=False)
+        return count
+
+    click.echo(f"\rexported {_guarded(write_all)} rows", err=True)
 
 
 def _per_user(lines: Iterator[str]) -> Iterator[list[dict[str, Any]]]:
