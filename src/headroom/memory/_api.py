@@ -36,6 +36,7 @@ from ._models import (
     validate_time,
     validate_user_id,
 )
+from ._query_cache import embed_query
 from ._scoring import DEFAULT_SCORING, Scoring, content_words
 from ._sqlite import SQLiteStore
 from ._store import Store
@@ -99,7 +100,7 @@ class UserMemory:
             raise InvalidInputError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
         if category is not None:
             validate_category(category)
-        vector = self.embedder.embed([query])[0]
+        vector = embed_query(self.embedder, query)
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
         words = content_words(query) if self.scoring.keyword_weight else []
         return self.store.ranked(self.user_id, vector, top_k, category, words, self.scoring)
