@@ -313,9 +313,10 @@ class SQLiteStore:
         """Insert one row; returns its key (``pk``, the full-text index's rowid)."""
         cursor = db.execute(
             "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, "
-            "created_at, updated_at, embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "created_at, updated_at, superseded_by, superseded_at, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (memory.id, memory.user_id, memory.text, normalize_text(memory.text), memory.category, memory.source,
              json.dumps(dict(memory.metadata)), memory.created_at.timestamp(), memory.updated_at.timestamp(),
+             memory.superseded_by, memory.superseded_at.timestamp() if memory.superseded_at else None,
              None if vector is None else _blob(vector)),
         )
         return int(cursor.lastrowid or 0)

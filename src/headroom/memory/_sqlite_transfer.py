@@ -2,21 +2,20 @@
 file, every row of a user (superseded ones and vectors included), and loading such rows back.
 
 ``dump`` gives a user's rows together, and ``load`` takes them together: a superseded row's
-successor may come before or after it. ``load`` is idempotent: a row whose id the file has is skipped, and so is a live row whose text the
-user already has under another id (the file's rule: one live memory per text). Rows keep their ids,
+successor may come before or after it. ``load`` is idempotent: a row whose id the file has is
+skipped, and so is a live row whose text the user already has under another id (the file's rule:
+one live memory per text). Rows keep their ids,
 times, sources and supersession links, so an export loaded into an empty file is the same memory.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from ._models import Memory, normalize_text
-from ._sqlite_rows import COLUMNS, blob, row_to_memory, vector_of
+from ._models import Memory
+from ._sqlite_rows import COLUMNS, row_to_memory, vector_of
 
 if TYPE_CHECKING:
     from ._sqlite import SQLiteStore
@@ -64,29 +63,15 @@ def load(store: SQLiteStore, rows: Sequence[tuple[Memory, np.ndarray | None]]) -
         for memory, vector in rows:
             if vector is not None and len(vector) != store.embedding_dim:
                 vector = None
-            if _has(db, memory):
+            if db.execute("SELECT 1 FROM memories WHERE id = ?", (memory.id,)).fetchone() or (
+                    memory.superseded_by is None and store._same_text(db, memory) is not None):
                 continue
-            db.execute(
-                "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, created_at, "
-                "updated_at, superseded_by, superseded_at, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (memory.id, memory.user_id, memory.text, normalize_text(memory.text), memory.category, memory.source,
-                 json.dumps(dict(memory.metadata)), memory.created_at.timestamp(), memory.updated_at.timestamp(),
-                 memory.superseded_by, memory.superseded_at.timestamp() if memory.superseded_at else None,
-                 None if vector is None else blob(vector)))
+            store._insert_row(db, memory, vector)  # with its supersession link, if it has one
             added += 1
             touched.add(memory.user_id)
         for user_id in touched:
             store._bump(db, user_id)  # a cached index of these users is stale now: reloaded on next use
     return added
-
-
-def _has(db: sqlite3.Connection, memory: Memory) -> bool:
-    if db.execute("SELECT 1 FROM memories WHERE id = ?", (memory.id,)).fetchone():
-        return True
-    if memory.superseded_by is not None:
-        return False
-    return db.execute("SELECT 1 FROM memories WHERE user_id = ? AND norm_text = ? AND superseded_by IS NULL",
-                      (memory.user_id, normalize_text(memory.text))).fetchone() is not None
 
 
 def health(store: SQLiteStore) -> list[dict]:
