@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conversations import SUITE  # noqa: E402
 
 from headroom.memory import LocalEmbedder, open_memory  # noqa: E402
-from headroom.memory._scoring import content_words  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo10.json"
 TOP_K = 5
@@ -111,17 +110,7 @@ def anonymize(text: str, sample: dict) -> str:
 
 def searched(memory, query: str, relevant: Callable[[str], bool]) -> list[Hit]:
     """The top ``TOP_K`` as the library ranks them, each with its cosine and keyword score."""
-    found = memory.search(query, top_k=TOP_K)
-    words = content_words(query)
-    index = memory.store._current(memory.user_id)  # the keyword part is internal: read it from the index
-    keys = memory.store._matches(memory.user_id, words, len(index)) if words else []
-    from headroom.memory._scoring import bm25
-
-    scores = bm25([index._rows(k) for k in keys], index._lengths[: len(index)]) if keys else None
-    best = float(scores.max()) if scores is not None and len(scores) else 0.0
-    row = {m.id: i for i, m in enumerate(index._memories[: len(index)])}
-    return [Hit(m.text, score, float(scores[row[m.id]] / best) if best > 0 else 0.0, relevant(m.text))
-            for m, score in found]
+    return [Hit(m.text, cosine, keyword, relevant(m.text)) for m, cosine, keyword in memory.explain(query, TOP_K)]
 
 
 def suite_cases(db: str, embedder) -> list[Case]:
