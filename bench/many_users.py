@@ -53,12 +53,12 @@ def serve(path: str, users: int, budget_mb: float) -> dict[str, float]:
     store = SQLiteStore(path, embedding_model="bench-384", embedding_dim=DIM, index_cache_bytes=int(budget_mb * 2**20))
     query = np.random.default_rng(2).standard_normal(DIM).astype(np.float32)
     query /= np.linalg.norm(query)
-    store.search("user-0", query, 5)  # warm the code paths
+    store.ranked("user-0", query, 5)  # warm the code paths
     before = _rss_mb()
     times = []
     for u in range(users):
         started = time.perf_counter()
-        store.search(f"user-{u}", query, 5, words=["fact", "topic"])
+        store.ranked(f"user-{u}", query, 5, words=["fact", "topic"])
         times.append(time.perf_counter() - started)
     after = _rss_mb()
     return {"budget_mb": budget_mb, "rss_growth_mb": round(after - before, 1), "cached_users": len(store._indexes),

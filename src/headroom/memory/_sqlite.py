@@ -502,14 +502,10 @@ class SQLiteStore:
             self._indexes.put(user_id, VectorIndex(self.embedding_dim, self._bump(db, user_id)))
         return int(live)
 
-    def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
-               words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
-        """The user's ``top_k`` best memories by ``scoring`` (FTS5 finds the rows holding each of
-        ``words``, stemmed; the index scores them), each with its cosine."""
-        return [(m, cosine) for m, cosine, _ in self.ranked(user_id, query, top_k, category, words, scoring)]
-
     def ranked(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
                words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
+        """The user's ``top_k`` best memories by ``scoring`` (FTS5 finds the rows holding each of
+        ``words``, stemmed; the index scores them), each with its cosine and keyword score."""
         with self._lock:
             index = self._current(user_id)
             matches = self._matches(user_id, words, len(index)) if words else []

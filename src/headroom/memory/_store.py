@@ -88,12 +88,6 @@ class Store(Protocol):
 
     def clear(self, user_id: str) -> int: ...
 
-    def search(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
-               words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
-        """The user's ``top_k`` searchable live memories ranked by ``scoring`` (cosine to ``query``
-        and full-text relevance to ``words``; cosine alone without it), each with its cosine."""
-        ...
-
     def health(self) -> list[dict[str, Any]]:
         """Checks of the backend, each ``{"check": name, "ok": bool, "detail": text}``."""
         ...
@@ -118,7 +112,9 @@ class Store(Protocol):
 
     def ranked(self, user_id: str, query: np.ndarray, top_k: int, category: str | None = None,
                words: Sequence[str] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
-        """As ``search``, each with its cosine and its keyword score (0 to 1): why it ranks there."""
+        """The user's ``top_k`` searchable live memories ranked by ``scoring`` (cosine to ``query``
+        and full-text relevance to ``words``; cosine alone without it), each with its cosine and its
+        keyword score (0 to 1): why it ranks there."""
         ...
 
     def counts(self, user_id: str) -> dict[str, int]:
