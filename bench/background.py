@@ -21,7 +21,7 @@ import openai
 
 from headroom._scripted_server import ScriptedServer, chat_completion, rule_based_reply
 from headroom.memory import LocalEmbedder, with_memory
-from headroom.memory._sqlite_queue import SQLiteJobQueue as JobQueue
+from headroom.memory._sql_queue import SQLJobQueue as JobQueue
 
 
 def pct(values: list[float], q: float) -> float:

@@ -5,7 +5,7 @@ owner names host, process and a random token); the job leaves the queue only in 
 that stores its memories (``Store.add(..., done=job)``), so a crash between the two loses nothing
 and stores nothing twice. A failing job is tried again with backoff (``RetryPolicy``), then kept
 as failed until ``retry_failed``. Nothing here names a database: the SQLite queue lives in
-``_sqlite_queue.py``, in the memory file itself.
+``_sql_queue.py``, in the memory's own database.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""The extraction queue (``_jobs.JobQueue``) in the SQLite memory file itself (migration 2).
+"""The extraction queue (``_jobs.JobQueue``) in the memory's own database, any ``SQLStore``.
 
 A running job whose owner died on this host, or whose lease lapsed, is taken again by the next
-worker of the same user. ``SQLiteStore.add(..., done=job)`` removes a job in the transaction that
-stores its memories (``finish_job`` below).
+worker of the same user. ``SQLStore.add(..., done=job)`` removes a job in the transaction that
+stores its memories (``finish_job`` below). On a database with row locks (PostgreSQL) a worker
+skips the jobs another worker is taking at that moment (``FOR UPDATE SKIP LOCKED``) instead of
+waiting for them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -18,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from ._jobs import Job, LeaseLost, RetryPolicy
 
 if TYPE_CHECKING:
-    from ._sqlite import SQLiteStore
+    from ._sql_store import SQLStore
 
-__all__ = ["SQLiteJobQueue", "finish_job"]
+__all__ = ["SQLJobQueue", "finish_job"]
 
 
 def _alive_elsewhere(owner: str | None) -> bool:
@@ -42,28 +43,28 @@ def _alive_elsewhere(owner: str | None) -> bool:
     return True
 
 
-def finish_job(db: sqlite3.Connection, job: Job) -> None:
+def finish_job(db: Any, job: Job) -> None:
     """Remove ``job`` inside the caller's transaction; LeaseLost if its lease is no longer ``job.owner``'s."""
     gone = db.execute("DELETE FROM extraction_jobs WHERE id = ? AND lease_owner = ?", (job.id, job.owner)).rowcount
     if not gone:
         raise LeaseLost(f"extraction job {job.id} was taken by another worker")
 
 
-class SQLiteJobQueue:
-    """``JobQueue`` on the store's file and connection (its transactions, its lock)."""
+class SQLJobQueue:
+    """``JobQueue`` on the store's database and connection (its transactions, its lock)."""
 
-    def __init__(self, store: SQLiteStore, *, lease_seconds: float = 600.0) -> None:
+    def __init__(self, store: SQLStore, *, lease_seconds: float = 600.0) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
 
     def put(self, user_id: str, payload: dict[str, Any]) -> int:
         now = time.time()
         with self.store.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO extraction_jobs (user_id, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?)",
+            return int(db.execute(
+                "INSERT INTO extraction_jobs (user_id, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?) "
+                "RETURNING id",
                 (user_id, json.dumps(payload), now, now),
-            )
-            return int(cursor.lastrowid or 0)
+            ).fetchone()[0])
 
     def take(self, user_id: str) -> Job | None:
         """The oldest job of this user that is due, or was left running by a dead or late owner."""
@@ -72,7 +73,7 @@ class SQLiteJobQueue:
         with self.store.transaction() as db:
             rows = db.execute(
                 "SELECT id, payload, attempts, status, lease_owner, lease_until FROM extraction_jobs "
-                "WHERE user_id = ? AND status != 'failed' AND next_attempt_at <= ? ORDER BY id",
+                "WHERE user_id = ? AND status != 'failed' AND next_attempt_at <= ? ORDER BY id" + self.store.row_lock,
                 (user_id, now),
             ).fetchall()
             for job_id, payload, attempts, status, lease_owner, lease_until in rows:
@@ -110,7 +111,7 @@ class SQLiteJobQueue:
     def counts(self, user_id: str) -> dict[str, int]:
         rows = self.store.query(
             "SELECT status, COUNT(*) FROM extraction_jobs WHERE user_id = ? GROUP BY status", (user_id,))
-        found = dict(rows)
+        found = {status: int(n) for status, n in rows}
         return {"pending": found.get("pending", 0) + found.get("running", 0), "failed": found.get("failed", 0)}
 
     def failed_users(self) -> list[str]:
