@@ -1,5 +1,6 @@
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -18,8 +19,35 @@ def local_embedder() -> LocalEmbedder:
     return embedder
 
 
+#: The backends every store, API, wrapper, queue and concurrency test runs on; HEADROOM_TEST_BACKENDS
+#: (comma-separated) narrows it for a quick local run. CI runs both.
+BACKENDS = [b for b in os.environ.get("HEADROOM_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server with pgvector for the whole run (tests/postgres.py)."""
+    from .postgres import TestServer
+
+    server = TestServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_path(request, tmp_path: Path) -> Iterator[str]:
+    """Where a test's memory lives: an SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "memory.db")
+        return
+    from .postgres import databases
+
+    yield from databases(request.getfixturevalue("postgres_server"))
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
+def sqlite_path(tmp_path: Path) -> str:
+    """An SQLite file, for tests of what only the SQLite backend has (the file, its modes, FTS5)."""
     return str(tmp_path / "memory.db")
 
 

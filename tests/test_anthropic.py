@@ -25,9 +25,9 @@ def anthropic_url(server):
 
 
 @pytest.fixture
-def client(server, tmp_path):
+def client(server, db_path):
     with with_fast_memory(anthropic.Anthropic(base_url=anthropic_url(server), api_key="x"), user_id="jane",
-                          db_path=str(tmp_path / "a.db")) as c:
+                          db_path=db_path) as c:
         yield c
 
 
@@ -97,13 +97,13 @@ def test_stream_error_stores_nothing(client, server):
     assert client.memory.get_all() == []
 
 
-def test_async_anthropic_create_and_stream(server, tmp_path):
+def test_async_anthropic_create_and_stream(server, db_path):
     server.script_messages(lambda body: REPLY)
     server.stream_chunk_size = 2
 
     async def main():
         client = with_fast_memory(anthropic.AsyncAnthropic(base_url=anthropic_url(server), api_key="x"),
-                                  user_id="jane", db_path=str(tmp_path / "aa.db"))
+                                  user_id="jane", db_path=db_path)
         assert isinstance(client, AsyncMemoryClient)
         response = await client.messages.create(model="claude", max_tokens=50,
                                                 messages=[{"role": "user", "content": "Tea, please."}])

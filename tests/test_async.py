@@ -28,14 +28,14 @@ def server(local_embedder):
         yield srv
 
 
-def wrap(server, tmp_path, user="jane", **kw):
+def wrap(server, db_path, user="jane", **kw):
     return with_fast_memory(openai.AsyncOpenAI(base_url=server.base_url, api_key="x"), user_id=user,
-                            db_path=str(tmp_path / "a.db"), **kw)
+                            db_path=db_path, **kw)
 
 
-def test_async_create_and_awaitable_memory(server, tmp_path):
+def test_async_create_and_awaitable_memory(server, db_path):
     async def main():
-        async with wrap(server, tmp_path) as client:
+        async with wrap(server, db_path) as client:
             assert isinstance(client, AsyncMemoryClient) and isinstance(client.memory, AsyncUserMemory)
             response = await client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "I prefer Go for CLIs."}])
@@ -51,11 +51,11 @@ def test_async_create_and_awaitable_memory(server, tmp_path):
     asyncio.run(main())
 
 
-def test_async_stream(server, tmp_path):
+def test_async_stream(server, db_path):
     server.stream_chunk_size = 3
 
     async def main():
-        client = wrap(server, tmp_path)
+        client = wrap(server, db_path)
         stream = await client.chat.completions.create(
             model="m", stream=True, stream_options={"include_usage": True},
             messages=[{"role": "user", "content": "We use Kafka."}])
@@ -73,12 +73,12 @@ def test_async_stream(server, tmp_path):
     asyncio.run(main())
 
 
-def test_two_concurrent_streams_for_two_users_do_not_mix(server, tmp_path):
+def test_two_concurrent_streams_for_two_users_do_not_mix(server, db_path):
     server.stream_chunk_size = 2
     server.stream_delay = 0.002
 
     async def talk(user, fact):
-        client = wrap(server, tmp_path, user=user)
+        client = wrap(server, db_path, user=user)
         stream = await client.chat.completions.create(
             model="m", stream=True, messages=[{"role": "user", "content": f"We use {fact}."}])
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
@@ -102,10 +102,10 @@ class SlowEmbedder(HashEmbedder):
         return super().embed(texts)
 
 
-def test_embedding_and_sqlite_run_off_the_event_loop(server, tmp_path):
+def test_embedding_and_sqlite_run_off_the_event_loop(server, db_path):
     async def main():
         client = with_fast_memory(openai.AsyncOpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                                  db_path=str(tmp_path / "slow.db"), embedder=SlowEmbedder())
+                                  db_path=db_path, embedder=SlowEmbedder())
         ticks = 0
         done = asyncio.Event()
 
@@ -126,10 +126,10 @@ def test_embedding_and_sqlite_run_off_the_event_loop(server, tmp_path):
     assert asyncio.run(main()) >= 30  # ~0.6 s of embedding, and the loop kept ticking through it
 
 
-def test_async_groq(server, tmp_path):
+def test_async_groq(server, db_path):
     async def main():
         client = with_fast_memory(groq.AsyncGroq(base_url=server.base_url.removesuffix("/v1"), api_key="x"),
-                                  user_id="jane", db_path=str(tmp_path / "g.db"))
+                                  user_id="jane", db_path=db_path)
         assert isinstance(client, AsyncMemoryClient)
         response = await client.chat.completions.create(
             model="llama", messages=[{"role": "user", "content": "I prefer tabs."}])
@@ -167,12 +167,12 @@ def test_async_memory_mirrors_the_sync_memory_api():
     assert mirrored <= public(AsyncUserMemory)
 
 
-def test_async_client_with_openai_embeddings_uses_its_own_endpoint(server, tmp_path, monkeypatch):
+def test_async_client_with_openai_embeddings_uses_its_own_endpoint(server, db_path, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 
     async def main():
         client = with_fast_memory(openai.AsyncOpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                                  db_path=str(tmp_path / "remote.db"), use_local_embeddings=False)
+                                  db_path=db_path, use_local_embeddings=False)
         await client.memory.add("Prefers tabs")
         found = await client.memory.search("Prefers tabs")
         await client.close()
@@ -183,12 +183,12 @@ def test_async_client_with_openai_embeddings_uses_its_own_endpoint(server, tmp_p
     assert sum(r.path == "/v1/embeddings" for r in server.requests) >= 2  # through the sync twin
 
 
-def test_async_reply_of_only_a_block_is_asked_again(server, tmp_path):
+def test_async_reply_of_only_a_block_is_asked_again(server, db_path):
     replies = iter(['<memory>{"memories": [{"content": "Likes figs"}]}</memory>', "Figs are great."])
     server.script_chat(lambda body: next(replies))
 
     async def main():
-        async with wrap(server, tmp_path) as client:
+        async with wrap(server, db_path) as client:
             response = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Figs, please."}])
             return response.choices[0].message.content, [m.text for m in await client.memory.get_all()]
 

@@ -55,9 +55,9 @@ def server(model, local_embedder):
         yield srv
 
 
-def client_for(server, tmp_path, **kw):
+def client_for(server, db_path, **kw):
     return with_memory(openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0), user_id="alice",
-                       db_path=str(tmp_path / "bg.db"), **kw)
+                       db_path=db_path, **kw)
 
 
 def test_spec_background_example(doc, server, tmp_path, monkeypatch):
@@ -78,9 +78,9 @@ def test_spec_background_example(doc, server, tmp_path, monkeypatch):
     client.close()
 
 
-def test_reply_is_untouched_and_the_caller_does_not_wait(server, model, tmp_path):
+def test_reply_is_untouched_and_the_caller_does_not_wait(server, model, db_path):
     model.hold = 2.0
-    client = client_for(server, tmp_path)
+    client = client_for(server, db_path)
     started = time.monotonic()
     response = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Kafka."}])
     assert time.monotonic() - started < 1.0  # the extraction is still held by the server
@@ -94,8 +94,8 @@ def test_reply_is_untouched_and_the_caller_does_not_wait(server, model, tmp_path
     client.close()
 
 
-def test_known_memories_are_shown_to_the_extractor_and_injected(server, tmp_path):
-    client = client_for(server, tmp_path)
+def test_known_memories_are_shown_to_the_extractor_and_injected(server, db_path):
+    client = client_for(server, db_path)
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer Rust for CLIs."}])
     client.memory.flush(timeout=30)
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Which language for CLIs?"}])
@@ -106,9 +106,9 @@ def test_known_memories_are_shown_to_the_extractor_and_injected(server, tmp_path
     client.close()
 
 
-def test_failures_are_retried_then_kept_as_failed_and_retryable(server, model, tmp_path, caplog):
+def test_failures_are_retried_then_kept_as_failed_and_retryable(server, model, db_path, caplog):
     model.fail = True
-    client = client_for(server, tmp_path, retry=RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1))
+    client = client_for(server, db_path, retry=RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1))
     with caplog.at_level(logging.WARNING, logger="headroom.memory"):
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Flink."}])
         assert client.memory.flush(timeout=30) is False
@@ -123,9 +123,8 @@ def test_failures_are_retried_then_kept_as_failed_and_retryable(server, model, t
     client.close()
 
 
-def test_a_killed_process_leaves_a_job_the_next_one_completes(server, model, tmp_path):
+def test_a_killed_process_leaves_a_job_the_next_one_completes(server, model, db_path):
     model.hold = 60.0  # the child's extraction never returns
-    db_path = str(tmp_path / "bg.db")
     child = subprocess.Popen([sys.executable, WORKER, "background-call", db_path, "alice", server.base_url,
                               "I prefer Elixir for chat servers."], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "called"
@@ -141,8 +140,8 @@ def test_a_killed_process_leaves_a_job_the_next_one_completes(server, model, tmp
     client.close()
 
 
-def test_eight_threads_fifty_calls_each_every_turn_extracted_once(server, model, tmp_path):
-    client = client_for(server, tmp_path, workers=2)
+def test_eight_threads_fifty_calls_each_every_turn_extracted_once(server, model, db_path):
+    client = client_for(server, db_path, workers=2)
     errors = []
 
     def talk(t):
@@ -166,12 +165,12 @@ def test_eight_threads_fifty_calls_each_every_turn_extracted_once(server, model,
     client.close()
 
 
-def test_async_client_extracts_through_its_sync_twin(server, tmp_path):
+def test_async_client_extracts_through_its_sync_twin(server, db_path):
     import asyncio
 
     async def main():
         client = with_memory(openai.AsyncOpenAI(base_url=server.base_url, api_key="x"), user_id="alice",
-                             db_path=str(tmp_path / "abg.db"))
+                             db_path=db_path)
         stream = await client.chat.completions.create(
             model="m", stream=True, messages=[{"role": "user", "content": "We use Pulsar."}])
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
@@ -184,10 +183,10 @@ def test_async_client_extracts_through_its_sync_twin(server, tmp_path):
     assert text == "Thanks, noted: Uses Pulsar." and memories == ["Uses Pulsar"]
 
 
-def test_clear_forgets_queued_and_failed_extractions(server, model, tmp_path):
+def test_clear_forgets_queued_and_failed_extractions(server, model, db_path):
     """Forgetting a user also drops the turns waiting for extraction, and the failed ones that
     still hold the raw conversation: nothing comes back after flush."""
-    client = client_for(server, tmp_path, retry=RetryPolicy(max_attempts=1))
+    client = client_for(server, db_path, retry=RetryPolicy(max_attempts=1))
     model.fail = True
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer tea."}])
     client.memory.flush(timeout=10)
@@ -209,14 +208,14 @@ def extraction_requests(server):
     return [r for r in server.requests if r.path == "/v1/chat/completions" and is_extraction(r.body)]
 
 
-def test_the_sync_twin_keeps_the_async_clients_settings(server, tmp_path):
+def test_the_sync_twin_keeps_the_async_clients_settings(server, db_path):
     import asyncio
 
     async def main():
         raw = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-kept", organization="org-kept",
                                  project="proj-kept", default_headers={"X-Team": "search"},
                                  default_query={"tenant": "t1"}, timeout=7.0, max_retries=1)
-        client = with_memory(raw, user_id="alice", db_path=str(tmp_path / "twin.db"))
+        client = with_memory(raw, user_id="alice", db_path=db_path)
         await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Kafka."}])
         assert await client.memory.flush(30) is True
         await client.close()
@@ -228,13 +227,13 @@ def test_the_sync_twin_keeps_the_async_clients_settings(server, tmp_path):
     assert headers["openai-project"] == "proj-kept" and headers["x-team"] == "search"
 
 
-def test_an_async_azure_client_extracts_through_its_sync_twin(server, tmp_path):
+def test_an_async_azure_client_extracts_through_its_sync_twin(server, db_path):
     import asyncio
 
     async def main():
         raw = openai.AsyncAzureOpenAI(azure_endpoint=server.base_url.removesuffix("/v1"), api_key="az-key",
                                       api_version="2024-06-01", default_headers={"X-Team": "azure"})
-        client = with_memory(raw, user_id="alice", db_path=str(tmp_path / "azure.db"))
+        client = with_memory(raw, user_id="alice", db_path=db_path)
         response = await client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "We use Cosmos DB."}])
         assert await client.memory.flush(30) is True
@@ -249,7 +248,7 @@ def test_an_async_azure_client_extracts_through_its_sync_twin(server, tmp_path):
     assert headers["api-key"] == "az-key" and headers["x-team"] == "azure"
 
 
-def test_extraction_asks_for_structured_output_with_a_token_bound_and_falls_back(server, tmp_path):
+def test_extraction_asks_for_structured_output_with_a_token_bound_and_falls_back(server, db_path):
     seen = []
 
     def reply(body):
@@ -261,7 +260,7 @@ def test_extraction_asks_for_structured_output_with_a_token_bound_and_falls_back
         return 200, chat_completion(body, ['{"memories": [{"content": "Uses Kafka", "category": "Fact"}]}'])
 
     server.handlers["/v1/chat/completions"] = reply
-    client = client_for(server, tmp_path)
+    client = client_for(server, db_path)
     for text in ("We use Kafka.", "We use Kafka a lot."):
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
         assert client.memory.flush(timeout=30) is True
@@ -273,7 +272,7 @@ def test_extraction_asks_for_structured_output_with_a_token_bound_and_falls_back
     client.close()
 
 
-def test_notes_from_the_reply_and_questions_are_not_stored_as_the_users(server, tmp_path):
+def test_notes_from_the_reply_and_questions_are_not_stored_as_the_users(server, db_path):
     proposed = [{"content": "Is vegetarian", "category": "fact"},
                 {"content": "Lentil curry is rich in protein and iron", "category": "fact"},  # the reply's
                 {"content": "What should I cook after a long run?", "category": "context"}]  # a question
@@ -285,7 +284,7 @@ def test_notes_from_the_reply_and_questions_are_not_stored_as_the_users(server, 
                                            "which helps recovery."])
 
     server.handlers["/v1/chat/completions"] = reply
-    client = client_for(server, tmp_path)
+    client = client_for(server, db_path)
     said = "I'm vegetarian. What should I cook after a long run?"
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": said}])
     assert client.memory.flush(timeout=30) is True
@@ -311,7 +310,7 @@ def test_notes_about_the_chat_are_not_the_users():
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_echo_of_the_remembered_context_is_removed_and_the_rest_left_as_written(server, tmp_path, stream):
+def test_an_echo_of_the_remembered_context_is_removed_and_the_rest_left_as_written(server, db_path, stream):
     reply = ("<remembered_context>\n[1] 2026-01-01, fact: Lives in Oslo\n</remembered_context>\n"
              'Oslo it is. <memory>{"memories": []}</memory>')  # not asked for: the answer's own text
 
@@ -321,7 +320,7 @@ def test_an_echo_of_the_remembered_context_is_removed_and_the_rest_left_as_writt
         return 200, chat_chunks(body, reply, 5) if body.get("stream") else chat_completion(body, [reply])
 
     server.handlers["/v1/chat/completions"] = answer
-    client = client_for(server, tmp_path)
+    client = client_for(server, db_path)
     client.memory.add("Lives in Oslo")
     messages = [{"role": "user", "content": "Where do I live?"}]
     if stream:

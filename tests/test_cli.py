@@ -1,4 +1,4 @@
-"""The headroom-memory command on real SQLite files with the real embedding model: click's runner for
+"""The headroom-memory command on both backends with the real embedding model: click's runner for
 each command, and a real subprocess for the whole export -> import round trip."""
 
 import json
@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from headroom.cli import main
-from headroom.memory import SQLiteStore, open_memory
+from headroom.memory import open_memory
+from headroom.memory._backends import open_store
 
 
 def run(db, *args, code=0, stdin=None):
@@ -21,8 +22,9 @@ def run(db, *args, code=0, stdin=None):
 
 
 @pytest.fixture
-def db(tmp_path, local_embedder):
-    path = tmp_path / "m.db"
+def db(db_path, local_embedder):
+    """Two users' memories in the backend under test (an SQLite file or a PostgreSQL database)."""
+    path = db_path
     alice = open_memory("alice", str(path), embedder=local_embedder)
     old = alice.add("Lives in Rotterdam", "fact")
     alice.add("Lives in Amsterdam", "fact", replaces=old.id, said_at="2026-03-01T10:00:00+00:00")
@@ -86,7 +88,7 @@ def test_export_then_import_is_lossless_and_idempotent(db, tmp_path):
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout.splitlines()[-1]) == {"rows": 4, "new": new, "re_embedded": False}
         assert "imported 4 rows" in done.stderr
-    source, copy = (SQLiteStore(str(p), embedding_model="all-MiniLM-L6-v2", embedding_dim=384) for p in (db, target))
+    source, copy = (open_store(str(p), embedding_model="all-MiniLM-L6-v2", embedding_dim=384) for p in (db, target))
     before, after = list(source.dump()), list(copy.dump())
     assert [m for m, _ in before] == [m for m, _ in after]  # ids, texts, times, sources, links, metadata
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(before, after))
@@ -122,18 +124,25 @@ def test_doctor_says_what_is_wrong_and_retry_failed_puts_jobs_back(db):
     from headroom.memory import RetryPolicy
 
     assert all(c["ok"] for c in run(db, "doctor"))
-    store = SQLiteStore(str(db), embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
+    store = open_store(str(db), embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
     queue = store.extraction_queue()
     queue.put("bob", {"said": ["hi"], "reply": "hello"})
     queue.fail(queue.take("bob"), "model down", RetryPolicy(max_attempts=1))
-    os.chmod(db, 0o644)
     checks = {c["check"]: c for c in run(db, "doctor", code=1)}
     assert not checks["extraction queue"]["ok"] and "1 failed" in checks["extraction queue"]["detail"]
-    assert not checks["file mode"]["ok"] and checks["integrity"]["ok"]
+    assert checks["schema"]["ok"] and checks["vectors"]["ok"]
     assert run(db, "retry-failed") == [{"user_id": "bob", "requeued": 1}]
-    os.chmod(db, 0o600)
     assert all(c["ok"] for c in run(db, "doctor"))
     store.close()
+
+
+def test_doctor_checks_the_files_integrity_and_mode(sqlite_path, local_embedder):
+    open_memory("alice", sqlite_path, embedder=local_embedder).close()
+    os.chmod(sqlite_path, 0o644)
+    checks = {c["check"]: c for c in run(sqlite_path, "doctor", code=1)}
+    assert not checks["file mode"]["ok"] and checks["integrity"]["ok"] and checks["full-text index"]["ok"]
+    os.chmod(sqlite_path, 0o600)
+    assert all(c["ok"] for c in run(sqlite_path, "doctor"))
 
 
 @pytest.mark.parametrize("args", [
@@ -149,3 +158,27 @@ def test_every_command_as_a_real_subprocess(db, args):
     assert done.returncode == 0, done.stderr
     assert all(json.loads(line) for line in done.stdout.splitlines())  # piped: JSON lines
     assert done.stdout.strip() or args == ["retry-failed"]  # nothing failed: nothing to say
+
+
+def test_migrate_copies_everything_to_the_other_backend_and_back(db, tmp_path, postgres_server):
+    """SQLite -> PostgreSQL -> SQLite (or the reverse): ids, texts, times, links, metadata and vectors
+    arrive unchanged; a second run adds nothing; --user copies one user."""
+    from .postgres import databases
+
+    pg = databases(postgres_server)
+    other = next(pg) if not str(db).startswith("postgresql://") else str(tmp_path / "other.db")
+    back = str(tmp_path / "back.db") if other.startswith("postgresql://") else next(pg)
+    assert run(db, "migrate", "--from", str(db), "--to", other) == [{"rows": 4, "new": 4}]
+    assert run(db, "migrate", "--from", str(db), "--to", other) == [{"rows": 4, "new": 0}]
+    assert run(db, "migrate", "--from", other, "--to", back, "--user", "bob") == [{"rows": 1, "new": 1}]
+    assert run(db, "migrate", "--from", other, "--to", back) == [{"rows": 4, "new": 3}]
+    stores = [open_store(str(p), embedding_model="all-MiniLM-L6-v2", embedding_dim=384) for p in (db, other, back)]
+    dumps = [list(store.dump()) for store in stores]
+    for dump in dumps[1:]:
+        assert [m for m, _ in dump] == [m for m, _ in dumps[0]]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(dump, dumps[0]))
+    (hit, *_) = stores[2].ranked("alice", dumps[0][1][1], 1)  # searchable there, not just stored
+    assert hit[0].text == dumps[0][1][0].text
+    for store in stores:
+        store.close()
+    pg.close()

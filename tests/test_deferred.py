@@ -1,15 +1,20 @@
 """Memories stored at once and embedded just after, by a background thread: nothing is lost."""
 
-import sqlite3
 import threading
 
 from headroom.memory import open_memory
+from headroom.memory._backends import open_store
 
 from .test_concurrency import run, start
 
 
 def unembedded(db_path: str) -> int:
-    return sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM memories WHERE embedding IS NULL").fetchone()[0]
+    """Rows of any user still waiting for a vector, read through a store of their own backend."""
+    store = open_store(db_path, embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
+    try:
+        return store.unembedded_count()
+    finally:
+        store.close()
 
 
 def test_deferred_memories_are_listed_at_once_and_found_by_the_next_search(alice):

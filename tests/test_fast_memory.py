@@ -15,11 +15,11 @@ from .spec_examples import examples
 
 
 @pytest.fixture
-def server(monkeypatch, tmp_path, local_embedder):
+def server(monkeypatch, db_path, local_embedder):
     with ScriptedServer() as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        monkeypatch.setenv("HEADROOM_MEMORY_DB", str(tmp_path / "spec.db"))
+        monkeypatch.setenv("HEADROOM_MEMORY_DB", db_path)  # the spec's examples name no path
         yield srv
 
 
@@ -91,8 +91,8 @@ def test_multi_user_isolation(doc, server):
 
 
 @pytest.fixture
-def client(server, tmp_path):
-    with with_fast_memory(openai.OpenAI(), user_id="jane", db_path=str(tmp_path / "m.db")) as c:
+def client(server, db_path):
+    with with_fast_memory(openai.OpenAI(), user_id="jane", db_path=db_path) as c:
         yield c
 
 
@@ -227,8 +227,8 @@ def test_bad_blocks_still_give_the_answer_and_log(client, server, caplog, reply)
         assert any("memory block" in r.message for r in caplog.records)
 
 
-def test_dead_embedding_service_still_answers_and_keeps_the_memory(server, tmp_path, caplog):
-    client = with_fast_memory(openai.OpenAI(max_retries=0), user_id="jane", db_path=str(tmp_path / "remote.db"),
+def test_dead_embedding_service_still_answers_and_keeps_the_memory(server, db_path, caplog):
+    client = with_fast_memory(openai.OpenAI(max_retries=0), user_id="jane", db_path=db_path,
                               use_local_embeddings=False)
     working = server.handlers["/v1/embeddings"]
     server.handlers["/v1/embeddings"] = lambda body: (500, {"error": {"message": "down", "type": "server"}})

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from headroom.memory import InvalidInputError, Memory, open_memory
+from headroom.memory import HashEmbedder, InvalidInputError, Memory, open_memory
 from headroom.memory._models import utcnow
 from headroom.memory._protocol import extraction_prompt, format_injection
 
@@ -28,14 +28,15 @@ def test_said_at_at_the_edges_of_the_range_is_kept(hashed):
     assert {m.text for m in hashed.get_all()} == {"Born long ago", "Far future plan"}
 
 
-def test_a_row_out_of_range_breaks_no_read(db_path, hashed):
-    hashed.add("Keeps bees")
-    hashed.add("Plays chess")
-    db = sqlite3.connect(db_path)  # a row written before input was checked, or by hand
+def test_a_row_out_of_range_breaks_no_read(sqlite_path):
+    with open_memory("alice", sqlite_path, embedder=HashEmbedder()) as writer:
+        writer.add("Keeps bees")
+        writer.add("Plays chess")
+    db = sqlite3.connect(sqlite_path)  # a row written before input was checked, or by hand
     db.execute("UPDATE memories SET created_at = 1e20, metadata = 'not json' WHERE text = 'Plays chess'")
     db.commit()
     db.close()
-    reader = open_memory("alice", db_path, embedder=hashed.embedder)
+    reader = open_memory("alice", sqlite_path, embedder=HashEmbedder())
     texts = {m.text for m in reader.get_all()}
     assert texts == {"Keeps bees", "Plays chess"}
     found = {m.text: m for m, _ in reader.search("chess", top_k=5)}

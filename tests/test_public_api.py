@@ -23,19 +23,21 @@ def test_public_names():
     assert all(c.__module__.startswith("headroom.memory.") for c in classes)
 
 
-def test_only_the_sqlite_backend_knows_sqlite():
+def test_only_the_backends_know_their_databases():
     """The seam: the memory API, the wrappers and the workers meet a backend only through ``Store``
-    and ``JobQueue``; ``open_memory`` names ``SQLiteStore`` as the default and nothing else does."""
+    and ``JobQueue``; ``_backends.open_store`` is the one place that names the stores, and only
+    the SQLite modules import sqlite3, only the PostgreSQL module psycopg."""
     from pathlib import Path
 
     package = Path(headroom.memory.__file__).parent
     for module in package.glob("*.py"):
-        if module.name.startswith(("_sqlite", "_migrations")) or module.name == "__init__.py":
-            continue
         source = module.read_text()
-        assert "import sqlite3" not in source and "sqlite3." not in source, module.name
-        if module.name != "_api.py":
-            assert "SQLiteStore" not in source, module.name
+        if not module.name.startswith(("_sqlite", "_migrations")):
+            assert "import sqlite3" not in source and "sqlite3." not in source, module.name
+        if not module.name.startswith("_postgres"):
+            assert "psycopg" not in source.replace("psycopg is imported only", ""), module.name
+        if module.name not in ("_backends.py", "__init__.py") and not module.name.startswith(("_sqlite", "_postgres")):
+            assert "SQLiteStore" not in source and "PostgresStore" not in source, module.name
     assert issubclass(headroom.memory.LeaseLost, headroom.memory.StorageError)
 
 

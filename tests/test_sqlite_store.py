@@ -25,10 +25,17 @@ def raw(path):
     return sqlite3.connect(path)
 
 
-def test_new_file_is_private_wal_and_migrated(hashed, db_path):
-    hashed.add("Plays the cello")
-    assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600
-    db = raw(db_path)
+@pytest.fixture
+def sqlite_hashed(sqlite_path):
+    """A memory in an SQLite file, for what only the SQLite backend has: the file, WAL, FTS5."""
+    with open_memory("alice", sqlite_path, embedder=HashEmbedder()) as memory:
+        yield memory
+
+
+def test_new_file_is_private_wal_and_migrated(sqlite_hashed, sqlite_path):
+    sqlite_hashed.add("Plays the cello")
+    assert stat.S_IMODE(os.stat(sqlite_path).st_mode) == 0o600
+    db = raw(sqlite_path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     applied = db.execute("SELECT version, name FROM headroom_migrations ORDER BY version").fetchall()
     assert applied == [(v, name) for v, name, _ in MIGRATIONS]
@@ -38,32 +45,32 @@ def test_new_file_is_private_wal_and_migrated(hashed, db_path):
     assert "memories_user" in indexes
 
 
-def test_reopening_applies_no_migration_twice(db_path):
+def test_reopening_applies_no_migration_twice(sqlite_path):
     for _ in range(3):
-        open_memory("u", db_path, embedder=HashEmbedder()).close()
-    assert raw(db_path).execute("SELECT COUNT(*) FROM headroom_migrations").fetchone()[0] == len(MIGRATIONS)
+        open_memory("u", sqlite_path, embedder=HashEmbedder()).close()
+    assert raw(sqlite_path).execute("SELECT COUNT(*) FROM headroom_migrations").fetchone()[0] == len(MIGRATIONS)
 
 
-def test_vectors_are_little_endian_float32(hashed, db_path):
-    m = hashed.add("Rides a red bicycle")
-    blob = raw(db_path).execute("SELECT embedding FROM memories WHERE id = ?", (m.id,)).fetchone()[0]
+def test_vectors_are_little_endian_float32(sqlite_hashed, sqlite_path):
+    m = sqlite_hashed.add("Rides a red bicycle")
+    blob = raw(sqlite_path).execute("SELECT embedding FROM memories WHERE id = ?", (m.id,)).fetchone()[0]
     stored = np.frombuffer(blob, dtype="<f4")
     assert np.allclose(stored, HashEmbedder().embed(["Rides a red bicycle"])[0])
 
 
-def test_fts_index_follows_add_update_delete_clear(hashed, db_path):
+def test_fts_index_follows_add_update_delete_clear(sqlite_hashed, sqlite_path):
     def fts(word):
-        return [r[0] for r in raw(db_path).execute(
+        return [r[0] for r in raw(sqlite_path).execute(
             "SELECT m.text FROM memories_fts f JOIN memories m ON m.pk = f.rowid "
             "WHERE memories_fts MATCH ? AND m.superseded_by IS NULL", (word,))]  # live rows
-    m = hashed.add("Collects vintage keyboards")
+    m = sqlite_hashed.add("Collects vintage keyboards")
     assert fts("keyboard") == ["Collects vintage keyboards"]  # porter stemming
-    hashed.update(m.id, text="Collects vintage typewriters")
+    sqlite_hashed.update(m.id, text="Collects vintage typewriters")
     assert fts("keyboards") == [] and fts("typewriters") == ["Collects vintage typewriters"]
-    hashed.delete(m.id)
+    sqlite_hashed.delete(m.id)
     assert fts("typewriters") == []
-    hashed.add("Grows tomatoes")
-    hashed.clear()
+    sqlite_hashed.add("Grows tomatoes")
+    sqlite_hashed.clear()
     assert fts("tomatoes") == []
 
 
@@ -96,17 +103,17 @@ def test_non_database_file_is_refused_and_untouched(tmp_path):
     assert path.read_text() == "my precious notes\n" * 100
 
 
-def test_corrupt_database_is_a_storage_error(db_path):
-    with open_memory("alice", db_path, embedder=HashEmbedder()) as memory:
+def test_corrupt_database_is_a_storage_error(sqlite_path):
+    with open_memory("alice", sqlite_path, embedder=HashEmbedder()) as memory:
         memory.add("Knows Rust")
-    data = bytearray(open(db_path, "rb").read())
+    data = bytearray(open(sqlite_path, "rb").read())
     data[100:4096] = b"\xff" * (4096 - 100)  # keep the header, wreck the schema page
     for suffix in ("-wal", "-shm"):
-        if os.path.exists(db_path + suffix):
-            os.remove(db_path + suffix)
-    open(db_path, "wb").write(bytes(data))
+        if os.path.exists(sqlite_path + suffix):
+            os.remove(sqlite_path + suffix)
+    open(sqlite_path, "wb").write(bytes(data))
     with pytest.raises(StorageError):
-        open_memory("alice", db_path, embedder=HashEmbedder())
+        open_memory("alice", sqlite_path, embedder=HashEmbedder())
 
 
 def test_directory_that_cannot_be_created(tmp_path):

@@ -26,9 +26,9 @@ def server(local_embedder):
 
 
 @pytest.fixture
-def client(server, tmp_path):
+def client(server, db_path):
     with with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                          db_path=str(tmp_path / "m.db")) as c:
+                          db_path=db_path) as c:
         yield c
 
 
@@ -104,9 +104,9 @@ def test_stream_without_instruction_in_json_mode_is_the_sdks_own(client, server)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == '{"a": 1}'
 
 
-def test_groq_sdk(server, tmp_path):
+def test_groq_sdk(server, db_path):
     client = with_fast_memory(groq.Groq(base_url=server.base_url.removesuffix("/v1"), api_key="x"),
-                              user_id="jane", db_path=str(tmp_path / "g.db"))
+                              user_id="jane", db_path=db_path)
     response = client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "Pick a db."}])
     assert type(response).__module__.startswith("groq.") and response.choices[0].message.content == (
         "Use PostgreSQL, it suits you.")

@@ -184,11 +184,11 @@ def find_ref(text):
     return re.search(r"\[(\d+)\] [\d-]+, fact: Works at Google", text).group(1)
 
 
-def test_replaces_through_the_inline_wrapper(tmp_path, local_embedder):
+def test_replaces_through_the_inline_wrapper(db_path, local_embedder):
     with ScriptedServer() as server:
         server.handlers["/v1/chat/completions"] = reply_replacing(find_ref)
         client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                                  db_path=str(tmp_path / "i.db"))
+                                  db_path=db_path)
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I work at Google."}])
         client.memory.flush(10)
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Where do I work? I moved."}])
@@ -198,7 +198,7 @@ def test_replaces_through_the_inline_wrapper(tmp_path, local_embedder):
         "Works at Google", "Works at Anthropic"]
 
 
-def test_replaces_through_the_background_extractor(tmp_path, local_embedder):
+def test_replaces_through_the_background_extractor(db_path, local_embedder):
     with ScriptedServer() as server:
         def reply(body):
             system = str(body["messages"][0].get("content"))
@@ -210,7 +210,7 @@ def test_replaces_through_the_background_extractor(tmp_path, local_embedder):
                                                f'"replaces": "{find_ref(system)}"}}]}}</memory>'])
         server.handlers["/v1/chat/completions"] = reply
         client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                             db_path=str(tmp_path / "b.db"))
+                             db_path=db_path)
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I work at Google."}])
         assert client.memory.flush(30)
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I work at Google no more."}])
@@ -220,10 +220,10 @@ def test_replaces_through_the_background_extractor(tmp_path, local_embedder):
         client.close()
 
 
-def test_said_at_shows_in_results_and_injection(tmp_path, local_embedder):
+def test_said_at_shows_in_results_and_injection(db_path, local_embedder):
     with ScriptedServer() as server:
         client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                                  db_path=str(tmp_path / "t.db"))
+                                  db_path=db_path)
         client.memory.add("Went hiking in the Alps", category="context", said_at=datetime(2023, 5, 8, 13, 56))
         (hit, _), = client.memory.search("hiking trip", top_k=1)
         assert hit.created_at == datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)

@@ -27,10 +27,10 @@ def long_conversation(turns: int = 400) -> list[dict]:
     return messages
 
 
-def test_spec_compression_example(doc, server, monkeypatch, tmp_path):
+def test_spec_compression_example(doc, server, monkeypatch, db_path):
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("HEADROOM_MEMORY_DB", str(tmp_path / "spec.db"))
+    monkeypatch.setenv("HEADROOM_MEMORY_DB", db_path)
     (code,) = examples("## How Memory Enables Compression", doc)
     very_long_conversation = long_conversation()
     namespace = {"very_long_conversation": very_long_conversation}
@@ -43,9 +43,9 @@ def test_spec_compression_example(doc, server, monkeypatch, tmp_path):
     assert len(namespace["messages"]) < len(very_long_conversation)
 
 
-def test_dropped_messages_stored_as_they_are_without_an_extractor(server, tmp_path):
+def test_dropped_messages_stored_as_they_are_without_an_extractor(server, db_path):
     client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                              db_path=str(tmp_path / "m.db"))
+                              db_path=db_path)
     transform = RollingWindowTransform(max_tokens=2000, on_drop=client.memory.remember)
     messages = transform.apply(long_conversation(100))
     assert "I prefer Python for backend work." not in [m["content"] for m in messages]
@@ -57,9 +57,9 @@ def test_dropped_messages_stored_as_they_are_without_an_extractor(server, tmp_pa
     client.close()
 
 
-def test_dropped_messages_go_to_the_background_extractor(server, tmp_path):
+def test_dropped_messages_go_to_the_background_extractor(server, db_path):
     client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                         db_path=str(tmp_path / "bg.db"), extraction_model="gpt-4o-mini")
+                         db_path=db_path, extraction_model="gpt-4o-mini")
     transform = RollingWindowTransform(max_tokens=2000, on_drop=client.memory.remember)
     transform.apply(long_conversation(100))
     transform.apply(long_conversation(100))  # the same drops are not queued twice

@@ -42,10 +42,10 @@ class _Context:
 
     def store(self) -> Any:
         if self._store is None:
-            from headroom.memory import SQLiteStore
+            from headroom.memory._backends import open_store
 
             embedder = self.embedder()
-            self._store = SQLiteStore(self.db, embedding_model=embedder.name, embedding_dim=embedder.dim)
+            self._store = open_store(self.db, embedding_model=embedder.name, embedding_dim=embedder.dim)
         return self._store
 
     def memory(self, user_id: str) -> Any:
@@ -109,7 +109,7 @@ def _owner(ctx: _Context, memory_id: str) -> str:
 
 
 db_option = click.option("--db", envvar="HEADROOM_MEMORY_DB", default=None,
-                         help="the memory file (default: $HEADROOM_MEMORY_DB or ~/.headroom/memory.db)")
+                         help="the memory file or postgresql:// URL (default: $HEADROOM_MEMORY_DB or ~/.headroom/memory.db)")
 user_option = click.option("-u", "--user", "user_id", required=True, help="the user id")
 
 
@@ -379,6 +379,32 @@ def import_(ctx: _Context, source: Any) -> None:
         _fail(EXIT_REFUSED, f"bad row after {seen} rows: {exc!r}")
     click.echo("", err=True)
     ctx.emit([{"rows": seen, "new": added, "re_embedded": not same}], ["rows", "new", "re_embedded"])
+
+
+@main.command()
+@click.option("--from", "source", required=True, help="the store to copy from: a file or a postgresql:// URL")
+@click.option("--to", "target", required=True, help="the store to copy to (created if new)")
+@click.option("-u", "--user", "user_id", default=None, help="copy only this user")
+@click.pass_obj
+def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> None:
+    """Copy memories, history and vectors from one store to another (SQLite or PostgreSQL, either
+    way). Rows the target has are skipped: running it again adds nothing, and an interrupted
+    copy resumes."""
+    from headroom.memory._backends import open_store
+    from headroom.memory._transfer import copy_memories
+
+    embedder = ctx.embedder()
+    stores = [_guarded(lambda: open_store(where, embedding_model=embedder.name, embedding_dim=embedder.dim))
+              for where in (source, target)]
+    try:
+        people = _guarded(stores[0].users)
+        total = sum(p["rows"] for p in people if user_id in (None, p["user_id"]))
+        with click.progressbar(length=total, label="copying", file=sys.stderr, show_pos=True) as bar:
+            read, added = _guarded(lambda: copy_memories(stores[0], stores[1], user_id, progress=bar.update))
+    finally:
+        for store in stores:
+            store.close()
+    ctx.emit([{"rows": read, "new": added}], ["rows", "new"])
 
 
 # -- the demo and the model ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from ._backends import open_store
 from ._deferred import EXIT_WAIT_SECONDS, EmbeddingWorker
 from ._embedders import Embedder, make_embedder
 from ._errors import InvalidInputError, NotFoundError
@@ -38,7 +39,6 @@ from ._models import (
 )
 from ._query_cache import embed_query
 from ._scoring import DEFAULT_SCORING, Scoring, content_words
-from ._sqlite import SQLiteStore
 from ._store import Store
 
 __all__ = ["UserMemory", "open_memory", "MemoryInput"]
@@ -325,7 +325,8 @@ def open_memory(
 ) -> UserMemory:
     """The memory of ``user_id``, on its own, without any LLM client.
 
-    ``db_path`` defaults to ``$HEADROOM_MEMORY_DB`` or ``~/.headroom/memory.db``. Pass ``embedder=``
+    ``db_path`` (an SQLite file, or a ``postgresql://`` URL for PostgreSQL) defaults to
+    ``$HEADROOM_MEMORY_DB`` or ``~/.headroom/memory.db``. Pass ``embedder=``
     (any object with ``name``, ``dim`` and ``embed``) or ``store=`` to supply your own.
     """
     validate_user_id(user_id)
@@ -333,7 +334,7 @@ def open_memory(
         embedder = make_embedder(use_local_embeddings, embedding_model)
     owns = store is None
     if store is None:
-        store = SQLiteStore(db_path, embedding_model=embedder.name, embedding_dim=embedder.dim)
+        store = open_store(db_path, embedding_model=embedder.name, embedding_dim=embedder.dim)
     return UserMemory(user_id, store, embedder, owns_store=owns)
 
 

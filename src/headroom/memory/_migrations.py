@@ -1,5 +1,5 @@
 """The SQLite schema as ordered migrations: each is a function, applied with its record in one
-transaction by ``SQLiteStore``. Never edit a migration that has shipped; add the next one."""
+transaction by the SQLite store. Never edit a migration that has shipped; add the next one."""
 
 from __future__ import annotations
 

@@ -308,10 +308,10 @@ class SQLStore:
     def history(self, user_id: str, memory_id: str) -> list[Memory]:
         """Every version linked to ``memory_id`` (predecessors and successors), oldest first."""
         rows = self.query(
-            "WITH RECURSIVE chain(id) AS (SELECT CAST(? AS TEXT) "
-            "UNION SELECT m.id FROM memories m JOIN chain c ON m.superseded_by = c.id "
-            "UNION SELECT m.superseded_by FROM memories m JOIN chain c ON m.id = c.id "
-            "WHERE m.superseded_by IS NOT NULL) "
+            # One recursive step follows a link either way (PostgreSQL allows only one such step).
+            "WITH RECURSIVE chain(id) AS (SELECT id FROM memories WHERE id = ? UNION "
+            "SELECT CASE WHEN m.superseded_by = c.id THEN m.id ELSE m.superseded_by END FROM memories m "
+            "JOIN chain c ON m.superseded_by = c.id OR (m.id = c.id AND m.superseded_by IS NOT NULL)) "
             f"SELECT {_COLUMNS} FROM memories WHERE user_id = ? AND id IN (SELECT id FROM chain) "
             "ORDER BY superseded_at IS NULL, superseded_at, created_at",
             (memory_id, user_id),
@@ -340,10 +340,11 @@ class SQLStore:
             rows = db.execute(
                 "UPDATE memories SET embed_claim = ? WHERE pk IN (SELECT pk FROM memories WHERE embedding IS NULL "
                 "AND superseded_by IS NULL AND pk <= ? AND coalesce(embed_claim, 0) < ? ORDER BY pk LIMIT ?) "
-                f"RETURNING {_COLUMNS}",
+                f"RETURNING pk, {_COLUMNS}",
                 (now + lease_seconds, mark, now, limit),
             ).fetchall()
-        return [_row_to_memory(r) for r in rows]
+        # Oldest first (RETURNING keeps no order in PostgreSQL): of two near duplicates, the first stays.
+        return [_row_to_memory(r[1:]) for r in sorted(rows, key=lambda r: r[0])]
 
     def release_claims(self, memories: Sequence[Memory]) -> None:
         """Give claimed memories back (their embedding failed), for the next attempt of any worker."""
@@ -426,7 +427,7 @@ class SQLStore:
             self._lock_users(db, [user_id])
             gone = db.execute(
                 "DELETE FROM memories WHERE user_id = ? AND id IN (WITH RECURSIVE chain(id) AS "
-                "(SELECT CAST(? AS TEXT) UNION SELECT m.id FROM memories m JOIN chain c ON m.superseded_by = c.id) "
+                "(SELECT id FROM memories WHERE id = ? UNION SELECT m.id FROM memories m JOIN chain c ON m.superseded_by = c.id) "
                 "SELECT id FROM chain)",
                 (user_id, memory_id),
             ).rowcount
@@ -472,11 +473,13 @@ class SQLStore:
     # -- whole-database operations ----------------------------------------------------------------
 
     def users(self) -> list[dict[str, Any]]:
-        """Every user with a row: live memories and the time of the last write, by id."""
+        """Every user with a row: live memories, all rows (earlier versions too) and the time of the
+        last write, by id."""
         rows = self.query(
-            "SELECT user_id, SUM(CASE WHEN superseded_by IS NULL THEN 1 ELSE 0 END), MAX(updated_at), "
+            "SELECT user_id, SUM(CASE WHEN superseded_by IS NULL THEN 1 ELSE 0 END), COUNT(*), MAX(updated_at), "
             "MAX(superseded_at) FROM memories GROUP BY user_id ORDER BY user_id", ())
-        return [{"user_id": u, "memories": int(n or 0), "last_write": float(max(t, s or 0))} for u, n, t, s in rows]
+        return [{"user_id": u, "memories": int(n or 0), "rows": int(r), "last_write": float(max(t, s or 0))}
+                for u, n, r, t, s in rows]
 
     def dump(self, user_id: str | None = None, batch: int = 500) -> Iterator[tuple[Memory, np.ndarray | None]]:
         """Every row (of ``user_id``, or of every user), user by user and oldest first, with its vector

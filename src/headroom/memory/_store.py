@@ -97,7 +97,7 @@ class Store(Protocol):
         ...
 
     def users(self) -> list[dict[str, Any]]:
-        """Every user with a row: ``{"user_id", "memories" (live), "last_write" (POSIX seconds)}``."""
+        """Every user with a row: ``{"user_id", "memories" (live), "rows" (all), "last_write" (POSIX seconds)}``."""
         ...
 
     def dump(self, user_id: str | None = None) -> Iterator[tuple[Memory, np.ndarray | None]]:
