@@ -46,18 +46,17 @@ class TestServer:
     def drop_database(self, name: str) -> None:
         self._psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
-    def restart(self) -> None:
-        """Stop and start the server (for fault tests): every open connection breaks."""
-        self._pg_ctl("restart")
-
-    def _pg_ctl(self, action: str) -> None:
+    def pg_ctl(self, action: str) -> None:
+        """``stop``, ``start`` or ``restart`` the server (for fault tests): open connections break."""
         import subprocess
         from pathlib import Path
 
         import pgserver
 
         pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-        subprocess.run([str(pg_ctl), "-D", self.directory, "-w", action], check=True, capture_output=True,
+        log = str(Path(self.directory) / "log")
+        subprocess.run([str(pg_ctl), "-D", self.directory, "-l", log, "-w", action,
+                        "-o", f"-h '' -k {self.directory}"], check=True, capture_output=True,
                        user=getattr(self.server, "system_user", None))
 
     def stop(self) -> None:

@@ -102,7 +102,7 @@ class PostgresStore(SQLStore):
         embedding_model: str,
         embedding_dim: int,
         pool_size: int = 4,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
         index_cache_bytes: int | None = None,
     ) -> None:
         super().__init__(embedding_model=embedding_model, embedding_dim=embedding_dim,
@@ -163,18 +163,28 @@ class PostgresStore(SQLStore):
                 raise
 
     def query(self, sql: str, params: tuple) -> list[tuple]:
+        """Rows of one read; a read on a connection that broke (the server restarted since it was
+        last used) is tried once more on a fresh one: reads change nothing, so that is safe."""
         with self._lock:
             if self._tx is not None:
                 return list(self._tx.execute(sql, params).fetchall())
-            try:
-                with self._pool.connection() as conn:
-                    return list(conn.execute(_pg(sql), params, binary=True).fetchall())
-            except self._psycopg.Error as exc:
-                raise StorageError(f"cannot read {self.path}: {exc}") from exc
-            except Exception as exc:
-                if type(exc).__module__.startswith("psycopg_pool"):
-                    raise StorageError(f"no connection to {self.path}: {exc}") from exc
-                raise
+            for attempt in (1, 2):
+                conn = None
+                try:
+                    with self._pool.connection() as conn:
+                        return list(conn.execute(_pg(sql), params, binary=True).fetchall())
+                except self._psycopg.OperationalError as exc:
+                    if attempt == 1 and conn is not None and conn.broken:
+                        logger.info("connection to %s broke (%s); reading again on a new one", self.path, exc)
+                        continue
+                    raise StorageError(f"cannot read {self.path}: {exc}") from exc
+                except self._psycopg.Error as exc:
+                    raise StorageError(f"cannot read {self.path}: {exc}") from exc
+                except Exception as exc:
+                    if type(exc).__module__.startswith("psycopg_pool"):
+                        raise StorageError(f"no connection to {self.path}: {exc}") from exc
+                    raise
+            raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:

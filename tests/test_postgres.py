@@ -1,0 +1,96 @@
+"""What only the PostgreSQL backend has to prove: faults of a server, many processes starting at
+once, the URL in the environment, and the same ranking as the SQLite file. Everything else runs
+on both backends through the ``db_path`` fixture."""
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+from headroom._scripted_server import ScriptedServer
+from headroom.memory import ForeignDatabaseError, StorageError, open_memory, with_fast_memory
+from headroom.memory._backends import open_store
+
+from .postgres import databases
+
+WORKER = str(Path(__file__).with_name("worker.py"))
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    yield from databases(postgres_server)
+
+
+def test_a_server_down_and_back_fails_calls_typed_keeps_answers_and_recovers(postgres_server, pg_url, caplog,
+                                                                              local_embedder):
+    with ScriptedServer() as model:
+        client = with_fast_memory(openai.OpenAI(base_url=model.base_url, api_key="x", max_retries=0),
+                                  user_id="jane", db_path=pg_url, embedder=local_embedder)
+        client.memory.add("Has a cat")
+        postgres_server.pg_ctl("stop")
+        try:
+            with pytest.raises(StorageError):
+                client.memory.add("Has a dog")
+            with caplog.at_level(logging.WARNING, logger="headroom.memory"):
+                reply = client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "I prefer green tea."}])
+            assert reply.choices[0].message.content == "Thanks, noted: Prefers green tea."
+            assert any("could not store" in r.message for r in caplog.records)
+        finally:
+            postgres_server.pg_ctl("start")
+        client.memory.add("Has a dog")  # the pool replaced its broken connections
+        assert {m.text for m in client.memory.get_all()} == {"Has a cat", "Has a dog"}
+        postgres_server.pg_ctl("restart")
+        assert [m.text for m, _ in client.memory.search("pets", top_k=1)]  # a read retries on a fresh connection
+        client.close()
+
+
+def test_processes_starting_together_on_a_new_database_migrate_it_once(pg_url):
+    workers = [subprocess.Popen([sys.executable, WORKER, "add", pg_url, f"user{i}", f"Fact of process {i}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
+    for worker in workers:
+        assert worker.wait(timeout=300) == 0, worker.stderr.read()
+    store = open_store(pg_url, embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
+    assert [u["user_id"] for u in store.users()] == [f"user{i}" for i in range(6)]
+    assert store.query("SELECT COUNT(*) FROM headroom_migrations", ())[0][0] == 1
+    store.close()
+
+
+def test_the_url_in_the_environment_and_its_password_kept_out_of_messages(pg_url, monkeypatch, local_embedder):
+    monkeypatch.setenv("HEADROOM_MEMORY_DB", pg_url)
+    with open_memory("alice", embedder=local_embedder) as memory:
+        memory.add("Lives in Lisbon")
+        assert memory.stats()["db_path"] == pg_url
+    secret = pg_url.replace("postgres:@", "postgres:hunter2@").replace("/test_", "/nope_")
+    with pytest.raises(StorageError) as caught:
+        open_memory("alice", secret, embedder=local_embedder)
+    assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_a_schema_of_another_application_is_left_alone(postgres_server, pg_url, local_embedder):
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA headroom; CREATE TABLE headroom.orders (id int)")
+    with pytest.raises(ForeignDatabaseError):
+        open_memory("alice", pg_url, embedder=local_embedder)
+
+
+def test_search_ranks_as_on_sqlite(pg_url, tmp_path, local_embedder):
+    """The same memories and questions give the same order on both backends (one ranking code;
+    the full-text side differs only in its stemmer)."""
+    facts = ["Lives in Amsterdam with two cats", "Prefers Rust over Go for services", "Is allergic to peanuts",
+             "Runs a marathon every spring", "Works as a nurse at night", "Learns Japanese on the train",
+             "Drinks oat milk in coffee", "Visited Kyoto in 2019", "Plays bass in a jazz band",
+             "Keeps bees on the roof"]
+    questions = ["which city do I live in", "what programming language", "food allergies", "my running races",
+                 "my job", "languages I study", "how do I take my coffee", "trips to Japan", "music", "hobbies"]
+    orders = []
+    for where in (str(tmp_path / "m.db"), pg_url):
+        with open_memory("alice", where, embedder=local_embedder) as memory:
+            memory.add_many(facts)
+            orders.append([[m.text for m, _ in memory.search(q, top_k=5)] for q in questions])
+    assert orders[0] == orders[1]
