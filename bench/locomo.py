@@ -1,6 +1,9 @@
 """Retrieval recall on LoCoMo: every turn stored as a memory, every question searched.
 
-    .venv/bin/python bench/locomo.py [--conversations 10] [--out bench/out/locomo.json]
+    .venv/bin/python bench/locomo.py [--conversations 10] [--postgres] [--out bench/out/locomo.json]
+
+``--postgres`` stores them in a PostgreSQL database (a throwaway server, bench/_postgres.py) instead
+of an SQLite file.
 
 Each conversation is one user; each turn one memory, "<speaker> (<session date>): <text>", with its
 dia_id in the metadata. For each question of categories 1-4, a hit at k is a retrieved memory whose
@@ -145,8 +148,19 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=10)
     parser.add_argument("--sweep", action="store_true", help="also try other keyword weights")
     parser.add_argument("--speed-only", action="store_true", help="only the search speed at 10k memories")
+    parser.add_argument("--postgres", action="store_true", help="on PostgreSQL instead of an SQLite file")
     parser.add_argument("--out", default="bench/out/locomo.json")
     args = parser.parse_args()
+    if args.postgres:
+        from _postgres import postgres
+
+        with postgres() as new_database:
+            run(args, new_database())
+    else:
+        run(args, None)
+
+
+def run(args: argparse.Namespace, url: str | None) -> None:
     samples = json.loads(DATA.read_text())[: args.conversations]
     embedder = LocalEmbedder()
     embedder.embed(["load"])
@@ -163,7 +177,7 @@ def main() -> None:
             configs[f"keyword_weight={w}"] = Scoring(keyword_weight=w)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        db = str(Path(tmp) / "locomo.db")
+        db = url or str(Path(tmp) / "locomo.db")
         memories = {}
         t = time.perf_counter()
         for n, sample in enumerate(samples, 1):
