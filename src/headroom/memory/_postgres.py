@@ -11,8 +11,10 @@ file, so search ranks alike on both. What PostgreSQL needs besides:
   another just committed. Locks are taken in a fixed order: two writers cannot deadlock.
 - Nothing in a process can go stale: a search compares its cached index's counter with the user's
   row in ``user_versions`` (one indexed read) before trusting it.
-- Connections come from a pool (psycopg_pool). One that broke (the server restarted) fails its
-  call with ``StorageError`` and is replaced; the next call gets a fresh one.
+- One connection per store, like the SQLite backend's: the store's lock serializes its statements
+  anyway (so a pool would keep one connection busy and the rest idle). A connection that broke
+  (the server restarted or went away) fails its call with ``StorageError`` and is replaced on the
+  next call, at once; a read on it is tried once more on a fresh one, since a read changes nothing.
 
 Install with ``pip install 'headroom-memory[postgres]'``; psycopg is imported only here.
 """
@@ -20,7 +22,6 @@ Install with ``pip install 'headroom-memory[postgres]'``; psycopg is imported on
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import zlib
@@ -78,16 +79,30 @@ class _Transaction:
             cursor.executemany(_pg(sql), rows)
 
 
-def _modules() -> tuple[Any, Any, Any]:
+def _modules() -> tuple[Any, Any]:
     try:
         import psycopg
-        import psycopg_pool
         from pgvector.psycopg import register_vector
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise StorageError(
             "a postgresql:// db_path needs the postgres extra: pip install 'headroom-memory[postgres]'"
         ) from exc
-    return psycopg, psycopg_pool, register_vector
+    return psycopg, register_vector
+
+
+@lru_cache(maxsize=1)
+def _raw_vectors(psycopg: Any) -> type:
+    """A loader of pgvector's binary ``vector`` as plain bytes: decoding a whole result at once in
+    numpy is many times faster than one ``pgvector.Vector`` per row."""
+    from psycopg.adapt import Loader
+
+    class RawVector(Loader):
+        format = psycopg.pq.Format.BINARY
+
+        def load(self, data: Any) -> bytes:
+            return bytes(data)
+
+    return RawVector
 
 
 class PostgresStore(SQLStore):
@@ -101,7 +116,6 @@ class PostgresStore(SQLStore):
         *,
         embedding_model: str,
         embedding_dim: int,
-        pool_size: int = 4,
         connect_timeout: float = 5.0,
         index_cache_bytes: int | None = None,
     ) -> None:
@@ -109,45 +123,62 @@ class PostgresStore(SQLStore):
                          index_cache_bytes=index_cache_bytes if index_cache_bytes is not None else default_cache_bytes())
         self.url = url
         self.path = _redacted(url)
-        self._psycopg, pool_module, self._register_vector = _modules()
+        self._psycopg, self._register_vector = _modules()
         self._timeout = connect_timeout
+        self._conn: Any = None
         self._tx: _Transaction | None = None
         self._migrate()
-        self._pool = pool_module.ConnectionPool(
-            url, min_size=1, max_size=pool_size, kwargs={"autocommit": True, "connect_timeout": int(connect_timeout)},
-            configure=self._configure, timeout=connect_timeout, open=False, name="headroom-memory")
         try:
-            self._pool.open(wait=True, timeout=connect_timeout)
             self._check_model()
-        except Exception as exc:
-            self._pool.close()
-            if isinstance(exc, StorageError):
-                raise
-            raise StorageError(f"cannot use {self.path}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
 
-    # -- connections ------------------------------------------------------------------------------
+    # -- the connection ---------------------------------------------------------------------------
 
     def _connect(self) -> Any:
         try:
-            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=int(self._timeout))
+            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._timeout)))
         except self._psycopg.Error as exc:
             raise StorageError(f"cannot connect to {self.path}: {exc}") from exc
 
+    def _connection(self) -> Any:
+        """The store's connection, a new one if there is none yet or the last one broke."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            conn.close()
+            logger.info("connection to %s was lost; connecting again", self.path)
+        self._conn = None
+        conn = self._connect()
+        try:
+            self._configure(conn)
+        except self._psycopg.Error as exc:
+            conn.close()
+            raise StorageError(f"cannot set up a connection to {self.path}: {exc}") from exc
+        self._conn = conn
+        return conn
+
     def _configure(self, conn: Any) -> None:
-        """Every pooled connection: our schema first on the search path, vectors as numpy arrays."""
+        """A new connection: our schema first on the search path; numpy arrays sent as vectors
+        (pgvector's dumper), vectors read back in their raw binary form (``_decode``)."""
         conn.execute(f"SET search_path TO {SCHEMA}, {self._vector_schema}")
         self._register_vector(conn)
+        oid = conn.execute("SELECT 'vector'::regtype::oid").fetchone()[0]
+        conn.adapters.register_loader(oid, _raw_vectors(self._psycopg))
 
     @contextmanager
     def transaction(self) -> Iterator[_Transaction]:
-        """One transaction on a pooled connection, under the store's lock. Database and pool errors
-        become ``StorageError``; any error rolls back and drops the cached indexes (one may have
-        been patched for the write that did not happen)."""
+        """One transaction, under the store's lock. Database errors become ``StorageError``; any
+        error rolls back and drops the cached indexes (one may have been patched for the write
+        that did not happen)."""
         with self._lock:
             if self._tx is not None:
                 raise RuntimeError("transactions of a store do not nest")
             try:
-                with self._pool.connection() as conn, conn.transaction():
+                conn = self._connection()
+                with conn.transaction():
                     self._tx = _Transaction(conn)
                     try:
                         yield self._tx
@@ -156,10 +187,8 @@ class PostgresStore(SQLStore):
             except self._psycopg.Error as exc:
                 self._indexes.clear()
                 raise StorageError(f"write to {self.path} failed: {exc}") from exc
-            except BaseException as exc:
+            except BaseException:
                 self._indexes.clear()
-                if type(exc).__module__.startswith("psycopg_pool"):
-                    raise StorageError(f"no connection to {self.path}: {exc}") from exc
                 raise
 
     def query(self, sql: str, params: tuple) -> list[tuple]:
@@ -169,26 +198,23 @@ class PostgresStore(SQLStore):
             if self._tx is not None:
                 return list(self._tx.execute(sql, params).fetchall())
             for attempt in (1, 2):
-                conn = None
+                conn = self._connection()
                 try:
-                    with self._pool.connection() as conn:
-                        return list(conn.execute(_pg(sql), params, binary=True).fetchall())
+                    return list(conn.execute(_pg(sql), params, binary=True).fetchall())
                 except self._psycopg.OperationalError as exc:
-                    if attempt == 1 and conn is not None and conn.broken:
+                    if attempt == 1 and conn.broken:
                         logger.info("connection to %s broke (%s); reading again on a new one", self.path, exc)
                         continue
                     raise StorageError(f"cannot read {self.path}: {exc}") from exc
                 except self._psycopg.Error as exc:
                     raise StorageError(f"cannot read {self.path}: {exc}") from exc
-                except Exception as exc:
-                    if type(exc).__module__.startswith("psycopg_pool"):
-                        raise StorageError(f"no connection to {self.path}: {exc}") from exc
-                    raise
             raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
-            self._pool.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
             self._indexes.clear()
 
     # -- schema -----------------------------------------------------------------------------------
@@ -249,9 +275,10 @@ class PostgresStore(SQLStore):
         return np.ascontiguousarray(vector, dtype=np.float32)
 
     def _decode(self, values: Sequence[Any]) -> np.ndarray:
-        if not len(values):
-            return np.empty((0, self.embedding_dim), dtype=np.float32)
-        return np.stack([v.to_numpy() for v in values]).astype(np.float32, copy=False)  # pgvector's Vector
+        """Vectors in pgvector's binary form (a 4-byte header, then big-endian float32s), decoded
+        together: the header reads as one more float per row, dropped."""
+        rows = np.frombuffer(b"".join(values), dtype=">f4").reshape(len(values), self.embedding_dim + 1)
+        return rows[:, 1:].astype(np.float32)
 
     def _matches(self, user_id: str, words: Sequence[str], user_rows: int) -> list[np.ndarray]:
         """For each word, the keys of the user's rows whose text holds it (English stemming)."""
@@ -279,7 +306,5 @@ class PostgresStore(SQLStore):
 
 
 def postgres_store(url: str, *, embedding_model: str, embedding_dim: int) -> PostgresStore:
-    """A ``PostgresStore`` for ``url``, with the pool size of ``$HEADROOM_PG_POOL`` (default 4)."""
-    size = os.environ.get("HEADROOM_PG_POOL", "4")
-    return PostgresStore(url, embedding_model=embedding_model, embedding_dim=embedding_dim,
-                         pool_size=max(1, int(size)) if size.isdigit() else 4)
+    """A ``PostgresStore`` for ``url``."""
+    return PostgresStore(url, embedding_model=embedding_model, embedding_dim=embedding_dim)
