@@ -44,7 +44,9 @@ def _m001_initial(db: Any, dim: int) -> None:
                "WHERE superseded_by IS NULL")
     db.execute("CREATE INDEX memories_text ON memories USING hash (norm_text)")
     db.execute("CREATE INDEX memories_unembedded ON memories (pk) WHERE embedding IS NULL")
-    db.execute("CREATE INDEX memories_words ON memories USING gin (words)")
+    # Without the pending list (fastupdate) a search never scans recent entries one by one: at 10k
+    # fresh rows that made every word lookup about 1.3 ms, found or not.
+    db.execute("CREATE INDEX memories_words ON memories USING gin (words) WITH (fastupdate = off)")
     # One counter per user, bumped by every write, so a cached index knows when it is stale.
     db.execute('CREATE TABLE user_versions (user_id TEXT COLLATE "C" PRIMARY KEY, version BIGINT NOT NULL)')
     db.execute(
