@@ -13,6 +13,8 @@ import pytest
 from headroom._scripted_server import ScriptedServer
 from headroom.memory import ForeignDatabaseError, StorageError, open_memory, with_fast_memory
 from headroom.memory._backends import open_store
+from headroom.memory._postgres import PostgresStore
+from headroom.memory._postgres_schema import MIGRATIONS
 
 from .postgres import databases
 
@@ -55,7 +57,7 @@ def test_processes_starting_together_on_a_new_database_migrate_it_once(pg_url):
         assert worker.wait(timeout=300) == 0, worker.stderr.read()
     store = open_store(pg_url, embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
     assert [u["user_id"] for u in store.users()] == [f"user{i}" for i in range(6)]
-    assert store.query("SELECT COUNT(*) FROM headroom_migrations", ())[0][0] == 1
+    assert store.query("SELECT COUNT(*) FROM headroom_migrations", ())[0][0] == len(MIGRATIONS)
     store.close()
 
 
@@ -94,3 +96,36 @@ def test_search_ranks_as_on_sqlite(pg_url, tmp_path, local_embedder):
             memory.add_many(facts)
             orders.append([[m.text for m, _ in memory.search(q, top_k=5)] for q in questions])
     assert orders[0] == orders[1]
+
+
+FACTS = ["Lives in Amsterdam with two cats", "Prefers Rust over Go for services", "Is allergic to peanuts",
+         "Runs a marathon every spring", "Works as a nurse at night", "Learns Japanese on the train",
+         "Drinks oat milk in coffee", "Visited Kyoto in 2019", "Plays bass in a jazz band", "Keeps bees on the roof",
+         "Has a sister called Mira", "Dislikes horror films", "Owns a 1987 Volvo", "Reads science fiction"]
+QUESTIONS = ["which city do I live in", "what programming language", "food allergies", "my running races",
+             "my job", "languages I study", "coffee", "trips to Japan", "music", "Volvo", "Mira"]
+
+
+def test_a_user_too_large_for_a_process_is_searched_in_the_database_with_the_same_results(pg_url, local_embedder):
+    """Over ``memory_rows`` searchable memories, search and the near-duplicate check run on HNSW in
+    the database (``_postgres_search``); the results are those of the in-process index."""
+    results = {}
+    for memory_rows in (50_000, 5):  # in a process; in the database
+        store = PostgresStore(pg_url, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim,
+                              memory_rows=memory_rows)
+        with open_memory("alice", embedder=local_embedder, store=store) as memory:
+            if memory_rows == 50_000:
+                memory.add_many(FACTS[:8])
+                memory.add_many([{"content": text, "category": "preference"} for text in FACTS[8:]])
+            results[memory_rows] = [[(m.text, round(s, 4)) for m, s in memory.search(q, top_k=3)] for q in QUESTIONS]
+            results[memory_rows].append([m.text for m, _ in memory.search("music", category="preference")])
+            if memory_rows == 5:
+                assert type(store._index("alice")).__name__ == "DatabaseIndex"
+                assert memory.add("Lives in Amsterdam with 2 cats").text == "Lives in Amsterdam with 2 cats"
+                assert memory.add("Is allergic to peanuts.").text == "Is allergic to peanuts"  # same text
+                twin = memory.add("Plays the bass in a jazz band")  # a near duplicate, found by HNSW
+                assert twin.text == "Plays bass in a jazz band"
+                memory.delete(memory.search("bees", top_k=1)[0][0].id)
+                assert "Keeps bees on the roof" not in [m.text for m, _ in memory.search("bees", top_k=5)]
+        store.close()
+    assert results[5] == results[50_000]

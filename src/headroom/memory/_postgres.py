@@ -32,7 +32,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ._errors import ForeignDatabaseError, StorageError
+from ._index import VectorIndex
+from ._models import Memory
 from ._postgres_schema import MIGRATIONS
+from ._postgres_search import DatabaseIndex, count_searchable
+from ._scoring import Scoring
 from ._sql_store import SQLStore, check, queue_check
 from ._sqlite_file import default_cache_bytes
 
@@ -45,6 +49,13 @@ SCHEMA = "headroom"
 _LOCK_SPACE = 0x48524D  # "HRM"
 _MIGRATION_LOCK = 0
 _NO_KEYS = np.empty(0, dtype=np.int64)
+#: A user with more searchable memories than this is searched in the database (``_postgres_search``)
+#: instead of in a per-process index (at 384 dimensions about 1.5 KB a memory: 75 MB here).
+MEMORY_ROWS = 50_000
+#: How long a user counted as large stays so before it is counted again.
+RECOUNT_SECONDS = 60.0
+#: Candidates HNSW gathers per step of its iterative scan (pgvector's hnsw.ef_search).
+EF_SEARCH = 100
 
 
 def _redacted(url: str) -> str:
@@ -118,6 +129,7 @@ class PostgresStore(SQLStore):
         embedding_dim: int,
         connect_timeout: float = 5.0,
         index_cache_bytes: int | None = None,
+        memory_rows: int = MEMORY_ROWS,
     ) -> None:
         super().__init__(embedding_model=embedding_model, embedding_dim=embedding_dim,
                          index_cache_bytes=index_cache_bytes if index_cache_bytes is not None else default_cache_bytes())
@@ -127,6 +139,8 @@ class PostgresStore(SQLStore):
         self._timeout = connect_timeout
         self._conn: Any = None
         self._tx: _Transaction | None = None
+        self.memory_rows = memory_rows
+        self._large: dict[str, tuple[int, float]] = {}  # user -> (searchable rows, when counted)
         self._migrate()
         try:
             self._check_model()
@@ -164,6 +178,10 @@ class PostgresStore(SQLStore):
         """A new connection: our schema first on the search path; numpy arrays sent as vectors
         (pgvector's dumper), vectors read back in their raw binary form (``_decode``)."""
         conn.execute(f"SET search_path TO {SCHEMA}, {self._vector_schema}")
+        # Large users' searches filter HNSW's results by user: the iterative scan keeps going, in
+        # exact order, until enough rows pass (pgvector 0.8; an older one ignores the setting).
+        conn.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
+        conn.execute("SET hnsw.iterative_scan = strict_order")
         self._register_vector(conn)
         oid = conn.execute("SELECT 'vector'::regtype::oid").fetchone()[0]
         conn.adapters.register_loader(oid, _raw_vectors(self._psycopg))
@@ -263,6 +281,27 @@ class PostgresStore(SQLStore):
         return str(row[0])
 
     # -- what SQLStore asks of a backend ------------------------------------------------------------
+
+    def _load_index(self, user_id: str) -> VectorIndex:
+        """The user's index; for a user with more than ``memory_rows`` searchable memories, a
+        ``DatabaseIndex`` that searches the database instead of loading them all."""
+        known = self._large.get(user_id)
+        if known is None or time.monotonic() - known[1] > RECOUNT_SECONDS:
+            rows = count_searchable(self, user_id, self.memory_rows)
+            known = (rows, time.monotonic())
+            if rows > self.memory_rows:
+                self._large[user_id] = known
+            else:
+                self._large.pop(user_id, None)
+        if known[0] > self.memory_rows:
+            return DatabaseIndex(self, user_id, self._version(user_id), known[0])
+        return super()._load_index(user_id)
+
+    def _rank(self, index: VectorIndex, user_id: str, query: np.ndarray, top_k: int, category: str | None,
+              words: Sequence[str], scoring: Scoring | None) -> list[tuple[Memory, float, float]]:
+        if isinstance(index, DatabaseIndex):
+            return index.ranked_words(np.asarray(query, dtype=np.float32), top_k, category, words, scoring)
+        return super()._rank(index, user_id, query, top_k, category, words, scoring)
 
     def _lock_users(self, db: _Transaction, user_ids: Sequence[str]) -> None:
         for key in sorted({_user_key(u) for u in user_ids}):  # one order for every writer: no deadlock

@@ -66,6 +66,13 @@ def _m001_initial(db: Any, dim: int) -> None:
     db.execute("CREATE INDEX extraction_jobs_user ON extraction_jobs (user_id, status, next_attempt_at)")
 
 
+def _m002_vector_index(db: Any, dim: int) -> None:
+    # HNSW over every user's vectors (cosine), for the users too large to search in a process
+    # (_postgres_search.py); a small user's search never touches it.
+    db.execute("CREATE INDEX memories_vectors ON memories USING hnsw (embedding vector_cosine_ops)")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Any, int], None]]] = [
     (1, "initial schema", _m001_initial),
+    (2, "vector index", _m002_vector_index),
 ]

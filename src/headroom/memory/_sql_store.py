@@ -455,9 +455,13 @@ class SQLStore:
         """The user's ``top_k`` best memories by ``scoring`` (full-text search finds the rows holding
         each of ``words``, stemmed; the index scores them), each with its cosine and keyword score."""
         with self._lock:
-            index = self._index(user_id)
-            matches = self._matches(user_id, words, len(index)) if words else []
-            return index.ranked(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring)
+            return self._rank(self._index(user_id), user_id, query, top_k, category, words, scoring)
+
+    def _rank(self, index: VectorIndex, user_id: str, query: np.ndarray, top_k: int, category: str | None,
+              words: Sequence[str], scoring: Scoring | None) -> list[tuple[Memory, float, float]]:
+        """Rank with the user's index (a backend may search some users elsewhere)."""
+        matches = self._matches(user_id, words, len(index)) if words else []
+        return index.ranked(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring)
 
     def owner(self, memory_id: str) -> str | None:
         found = self.query("SELECT user_id FROM memories WHERE id = ?", (memory_id,))

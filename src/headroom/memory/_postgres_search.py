@@ -1,0 +1,123 @@
+"""Users too large to hold in a process: their searches run in PostgreSQL, on the HNSW index.
+
+A user with more than ``PostgresStore.memory_rows`` searchable memories is never loaded into a
+``VectorIndex`` (at a million memories that would be 1.5 GB per process and a long read). Instead
+``DatabaseIndex`` stands in for the index, and answers in the database:
+
+- ``nearest`` (the near-duplicate check of every write) asks HNSW for the closest memory.
+- ``ranked`` gathers candidates, the ``CANDIDATES`` nearest by cosine (HNSW with pgvector's
+  iterative scan in strict order, so the user filter cannot starve the result) plus every memory
+  holding a rare query word (at most ``RARE_ROWS``: a common word ranks little anyway), and ranks
+  them with ``VectorIndex.ranked`` itself, so the ranking rule stays in one place. Keyword
+  statistics are the candidates' (a small user's are all its memories).
+
+Writes patch nothing here: the rows are in the table already.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ._index import VectorIndex
+from ._models import Memory
+from ._scoring import Scoring
+from ._sqlite_rows import COLUMNS, row_to_memory
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresStore
+
+__all__ = ["DatabaseIndex", "count_searchable", "CANDIDATES", "RARE_ROWS"]
+
+#: Nearest memories by cosine that a search of a large user ranks (more when ``top_k`` is larger).
+CANDIDATES = 100
+#: A query word found in more of the user's memories than this brings none of its own candidates.
+RARE_ROWS = 200
+
+_LIVE = "user_id = ? AND superseded_by IS NULL AND embedding IS NOT NULL"
+
+
+class DatabaseIndex(VectorIndex):
+    """The stand-in for a large user's ``VectorIndex`` (see the module doc): it holds no rows, and
+    its searches are ``ranked_words`` (the words, not their matches: those may be most of a million)."""
+
+    def __init__(self, store: PostgresStore, user_id: str, version: int, rows: int) -> None:
+        super().__init__(store.embedding_dim, version)
+        self.store = store
+        self.user_id = user_id
+        self.version = version
+        self.rows = rows  # searchable memories when the user was last counted
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @property
+    def nbytes(self) -> int:
+        return 0  # holds nothing: never pushes a small user's index out of the cache
+
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray, keys: Sequence[int]) -> None:
+        pass
+
+    def replace(self, memory: Memory, vector: np.ndarray | None, key: int) -> None:
+        pass
+
+    def remove(self, memory_id: str) -> None:
+        pass
+
+    def nearest(self, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
+        vector = self.store._encode(query)
+        rows = self.store.query(
+            f"SELECT {COLUMNS}, 1 - (embedding <=> ?) FROM memories WHERE {_LIVE} ORDER BY embedding <=> ? LIMIT 1",
+            (vector, self.user_id, vector))
+        if not rows or np.float32(rows[0][-1]) < np.float32(min_score):
+            return None
+        return row_to_memory(rows[0][:-1]), float(rows[0][-1])
+
+    def ranked(self, query: np.ndarray, top_k: int, category: str | None = None,
+               matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
+        raise TypeError("a large user's search takes its words: ranked_words")
+
+    def ranked_words(self, query: np.ndarray, top_k: int, category: str | None, words: Sequence[str],
+                     scoring: Scoring | None) -> list[tuple[Memory, float, float]]:
+        if top_k <= 0:
+            return []
+        vector = self.store._encode(query)
+        only = " AND category = ?" if category is not None else ""
+        kind = (category,) if category is not None else ()
+        found: dict[int, tuple] = {}
+        for row in self.store.query(
+                f"SELECT {COLUMNS}, pk, embedding FROM memories WHERE {_LIVE}{only} ORDER BY embedding <=> ? LIMIT ?",
+                (self.user_id, *kind, vector, max(CANDIDATES, 4 * top_k))):
+            found[row[-2]] = row
+        rare: dict[int, list[int]] = {}
+        for i, word in enumerate(words):
+            rows = self.store.query(
+                f"SELECT {COLUMNS}, pk, embedding FROM memories WHERE {_LIVE} "
+                "AND words @@ plainto_tsquery('english', ?) LIMIT ?", (self.user_id, word, RARE_ROWS + 1))
+            if len(rows) > RARE_ROWS:
+                continue
+            rare[i] = [row[-2] for row in rows]
+            found.update((row[-2], row) for row in rows)
+        if not found:
+            return []
+        keys = list(found)
+        matches = [np.asarray(rare[i], dtype=np.int64) if i in rare else self._holding(keys, words[i])
+                   for i in range(len(words))]
+        index = VectorIndex(self.store.embedding_dim, self.version)
+        rows = list(found.values())
+        index.add([row_to_memory(r) for r in rows], self.store._decode([r[-1] for r in rows]), keys)
+        return index.ranked(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring)
+
+    def _holding(self, keys: list[int], word: str) -> np.ndarray:
+        """Which of the candidates hold a common word."""
+        rows = self.store.query("SELECT pk FROM memories WHERE pk = ANY(?) AND words @@ plainto_tsquery('english', ?)",
+                                (keys, word))
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+
+def count_searchable(store: PostgresStore, user_id: str, limit: int) -> int:
+    """The user's searchable memories, counted up to ``limit + 1`` (enough to tell large from small)."""
+    rows = store.query(f"SELECT count(*) FROM (SELECT 1 FROM memories WHERE {_LIVE} LIMIT ?) AS found",
+                       (user_id, limit + 1))
+    return int(rows[0][0])
