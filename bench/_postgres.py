@@ -14,14 +14,15 @@ from tests.postgres import TestServer  # noqa: E402
 
 
 @contextmanager
-def postgres(durable: bool = True) -> Iterator[Callable[[], str]]:
+def postgres(durable: bool = True, directory: str | None = None) -> Iterator[Callable[..., str]]:
     """A server for the benchmark's run; ``durable`` turns fsync back on (the tests run without it),
-    so write figures are those of a real server."""
-    server = TestServer()
+    so write figures are those of a real server. With ``directory`` its data is kept there (and
+    reused if there already)."""
+    server = TestServer(directory)
     if durable:
         server.server.psql("ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET synchronous_commit = on; "
                            "ALTER SYSTEM SET full_page_writes = on; SELECT pg_reload_conf();")
     try:
-        yield lambda: server.url(server.new_database())
+        yield lambda name=None: server.url(name) if name else server.url(server.new_database())
     finally:
         server.stop()

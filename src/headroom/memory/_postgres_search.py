@@ -36,6 +36,7 @@ CANDIDATES = 100
 RARE_ROWS = 200
 
 _LIVE = "user_id = ? AND superseded_by IS NULL AND embedding IS NOT NULL"
+_NONE = np.empty(0, dtype=np.int64)
 
 
 class DatabaseIndex(VectorIndex):
@@ -85,35 +86,45 @@ class DatabaseIndex(VectorIndex):
         vector = self.store._encode(query)
         only = " AND category = ?" if category is not None else ""
         kind = (category,) if category is not None else ()
-        found: dict[int, tuple] = {}
-        for row in self.store.query(
-                f"SELECT {COLUMNS}, pk, embedding FROM memories WHERE {_LIVE}{only} ORDER BY embedding <=> ? LIMIT ?",
-                (self.user_id, *kind, vector, max(CANDIDATES, 4 * top_k))):
-            found[row[-2]] = row
-        rare: dict[int, list[int]] = {}
-        for i, word in enumerate(words):
-            rows = self.store.query(
-                f"SELECT {COLUMNS}, pk, embedding FROM memories WHERE {_LIVE} "
-                "AND words @@ plainto_tsquery('english', ?) LIMIT ?", (self.user_id, word, RARE_ROWS + 1))
-            if len(rows) > RARE_ROWS:
-                continue
-            rare[i] = [row[-2] for row in rows]
-            found.update((row[-2], row) for row in rows)
+        found = {row[-2]: row for row in self.store.query(
+            f"SELECT {COLUMNS}, pk, embedding FROM memories WHERE {_LIVE}{only} ORDER BY embedding <=> ? LIMIT ?",
+            (self.user_id, *kind, vector, max(CANDIDATES, 4 * top_k)))}
+        matches = self._word_rows(words)  # None for a common word
+        common = [i for i, keys in enumerate(matches) if keys is None]
+        rare = {int(k) for keys in matches if keys is not None for k in keys} - set(found)
+        if rare:
+            found.update((row[-2], row) for row in self.store.query(
+                f"SELECT {COLUMNS}, pk, embedding FROM memories WHERE pk = ANY(?)", (sorted(rare),)))
         if not found:
             return []
         keys = list(found)
-        matches = [np.asarray(rare[i], dtype=np.int64) if i in rare else self._holding(keys, words[i])
-                   for i in range(len(words))]
+        if common:
+            held = self._holding(keys, [words[i] for i in common])
+            for i, keys_of_word in zip(common, held):
+                matches[i] = keys_of_word
         index = VectorIndex(self.store.embedding_dim, self.version)
         rows = list(found.values())
         index.add([row_to_memory(r) for r in rows], self.store._decode([r[-1] for r in rows]), keys)
-        return index.ranked(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring)
+        return index.ranked(np.asarray(query, dtype=np.float32), top_k, category,
+                            [m if m is not None else _NONE for m in matches], scoring)
 
-    def _holding(self, keys: list[int], word: str) -> np.ndarray:
-        """Which of the candidates hold a common word."""
-        rows = self.store.query("SELECT pk FROM memories WHERE pk = ANY(?) AND words @@ plainto_tsquery('english', ?)",
-                                (keys, word))
-        return np.asarray([r[0] for r in rows], dtype=np.int64)
+    def _word_rows(self, words: Sequence[str]) -> list[np.ndarray | None]:
+        """For each word, the keys of the user's memories holding it, or None if more than
+        ``RARE_ROWS`` do (one statement; each word stops at ``RARE_ROWS + 1``)."""
+        if not words:
+            return []
+        one = (f"(SELECT array_agg(pk) FROM (SELECT pk FROM memories WHERE {_LIVE} "
+               "AND words @@ plainto_tsquery('english', ?) LIMIT ?) AS rows_of_word)")
+        (row,) = self.store.query("SELECT " + ", ".join([one] * len(words)),
+                                  tuple(v for w in words for v in (self.user_id, w, RARE_ROWS + 1)))
+        return [None if keys is not None and len(keys) > RARE_ROWS else
+                np.asarray(keys or [], dtype=np.int64) for keys in row]
+
+    def _holding(self, keys: list[int], words: Sequence[str]) -> list[np.ndarray]:
+        """For each common word, which of the candidates hold it (one statement)."""
+        one = "(SELECT array_agg(pk) FROM memories WHERE pk = ANY(?) AND words @@ plainto_tsquery('english', ?))"
+        (row,) = self.store.query("SELECT " + ", ".join([one] * len(words)), tuple(v for w in words for v in (keys, w)))
+        return [np.asarray(found or [], dtype=np.int64) for found in row]
 
 
 def count_searchable(store: PostgresStore, user_id: str, limit: int) -> int:

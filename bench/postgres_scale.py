@@ -1,0 +1,208 @@
+"""PostgreSQL at a million memories: one user with 1M, and 1M more across 1,000 users, in one table.
+
+    .venv/bin/python bench/postgres_scale.py [--big 1000000] [--users 1000] [--per-user 1000] [--queries 200]
+                                             [--data DIR]
+
+``--data DIR`` keeps the server's data (and the big user's vectors) in DIR, and a second run with
+the same DIR measures again without loading.
+
+Vectors are shaped like real ones: each row is a LoCoMo turn's embedding (the real local model)
+plus noise, renormalized (cosine to its turn about 0.85), with the turn's text and a number; so
+HNSW meets clusters, as with real memories, not uniform noise (its worst case). The rows are
+loaded with COPY, the HNSW and full-text indexes built after (as a bulk import would). Then, with
+the real model embedding every question (LoCoMo's, query cache cleared):
+
+- search p50/p95 of the 1M-memory user (searched in the database: ``_postgres_search``), and its
+  vector recall@10 against an exact scan (numpy over all its vectors): vector-only scoring, so
+  the two rank the same way;
+- search p50/p95 of random users among the 1,000 (in-process indexes, most loaded cold), and of a
+  user with 10 memories in the 2M-row table;
+- add p50 for the 1M-memory user (the near-duplicate check on HNSW, then the insert).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from headroom.memory import LocalEmbedder, open_memory
+from headroom.memory import _query_cache as query_cache
+from headroom.memory._models import new_id, normalize_text
+from headroom.memory._postgres import PostgresStore
+from headroom.memory._scoring import Scoring
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from locomo import DATA  # noqa: E402
+
+VECTOR_ONLY = Scoring(keyword_weight=0.0, recency_weight=0.0)
+
+
+def turns_and_questions(embedder: LocalEmbedder) -> tuple[list[str], np.ndarray, list[str]]:
+    samples = json.loads(DATA.read_text())
+    texts, questions = [], []
+    for sample in samples:
+        conversation = sample["conversation"]
+        for key, value in conversation.items():
+            if key.startswith("session_") and isinstance(value, list):
+                texts += [f"{t['speaker']}: {t['text']}" for t in value]
+        questions += [q["question"] for q in sample["qa"] if q.get("category") in (1, 2, 3, 4)]
+    vectors = np.concatenate([embedder.embed(texts[i:i + 256]) for i in range(0, len(texts), 256)])
+    return texts, vectors.astype(np.float32), questions
+
+
+def synthetic(centers: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` vectors, each a random center plus noise (cosine to it about 0.85), and their centers."""
+    which = rng.integers(0, len(centers), n)
+    noise = rng.standard_normal((n, centers.shape[1])).astype(np.float32) * np.float32(0.032)
+    vectors = centers[which] + noise
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors, which
+
+
+def copy_rows(store: PostgresStore, user_id: str, texts: list[str], which: np.ndarray, vectors: np.ndarray) -> None:
+    now = time.time()
+    conn = store._connection()
+    with conn.cursor() as cursor, cursor.copy(
+            "COPY memories (id, user_id, text, norm_text, category, source, metadata, created_at, updated_at, "
+            "embedding) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text"] * 7 + ["float8", "float8", "vector"])
+        for i, (center, vector) in enumerate(zip(which, vectors)):
+            text = f"{texts[center]} #{i}"
+            copy.write_row((new_id(), user_id, text, normalize_text(text), "fact", "manual", "{}", now - i, now - i,
+                            vector))
+    conn.execute("INSERT INTO user_versions (user_id, version) VALUES (%s, 1) ON CONFLICT (user_id) DO UPDATE "
+                 "SET version = user_versions.version + 1", (user_id,))
+
+
+def timed(memory, questions: list[str]) -> tuple[list[float], list[list]]:
+    seconds, results = [], []
+    for q in questions:
+        query_cache.clear()
+        t = time.perf_counter()
+        found = memory.search(q, top_k=10)
+        seconds.append(time.perf_counter() - t)
+        results.append(found)
+    return seconds, results
+
+
+def ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--big", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--per-user", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--data", default=None, help="keep (or reuse) the loaded database here")
+    parser.add_argument("--out", default="bench/out/postgres_scale.json")
+    args = parser.parse_args()
+    from _postgres import postgres
+
+    embedder = LocalEmbedder()
+    texts, centers, questions = turns_and_questions(embedder)
+    rng = np.random.default_rng(7)
+    questions = [questions[i] for i in rng.choice(len(questions), args.queries, replace=False)]
+    report: dict = {"big_user": args.big, "users": args.users, "per_user": args.per_user}
+    loaded = Path(args.data) / "big_vectors.npy" if args.data else None
+    with postgres(directory=args.data) as database:
+        if loaded is not None and loaded.exists():
+            store = PostgresStore(database("scale"), embedding_model=embedder.name, embedding_dim=embedder.dim)
+            big_vectors = np.load(loaded)
+            report.update(json.loads(loaded.with_suffix(".json").read_text()))
+        else:
+            store, big_vectors = load(database, embedder, texts, centers, rng, args, report)
+            if loaded is not None:
+                np.save(loaded, big_vectors)
+                loaded.with_suffix(".json").write_text(json.dumps(report))
+        measure(store, embedder, big_vectors, questions, rng, args, report)
+    for key, value in report.items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+def load(database, embedder, texts, centers, rng, args, report) -> tuple[PostgresStore, np.ndarray]:
+    """A new database ("scale") with the big user, the many users and a tiny one, indexes built after."""
+    database()  # the template copy exists
+    url = database("postgres")
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS scale")
+        conn.execute("CREATE DATABASE scale TEMPLATE headroom_template")
+    store = PostgresStore(database("scale"), embedding_model=embedder.name, embedding_dim=embedder.dim)
+    conn = store._connection()
+    conn.execute("DROP INDEX memories_vectors; DROP INDEX memories_words")  # rebuilt after the load
+    started = time.perf_counter()
+    big_vectors, which = synthetic(centers, args.big, rng)
+    copy_rows(store, "big", texts, which, big_vectors)
+    for u in range(args.users):
+        vectors, which = synthetic(centers, args.per_user, rng)
+        copy_rows(store, f"user{u:04d}", texts, which, vectors)
+        print(f"\r  loaded user {u + 1}/{args.users}", end="", file=sys.stderr, flush=True)
+    vectors, which = synthetic(centers, 10, rng)
+    copy_rows(store, "tiny", texts, which, vectors)
+    report["load_seconds"] = time.perf_counter() - started
+    print(f"\nloaded {args.big + args.users * args.per_user + 10:,} rows in {report['load_seconds']:.0f} s",
+          file=sys.stderr)
+    started = time.perf_counter()
+    conn.execute("SET maintenance_work_mem = '6GB'")
+    conn.execute("SET max_parallel_maintenance_workers = 1")
+    conn.execute("CREATE INDEX memories_vectors ON memories USING hnsw (embedding vector_cosine_ops)")
+    report["hnsw_build_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    conn.execute("CREATE INDEX memories_words ON memories USING gin (words) WITH (fastupdate = off)")
+    conn.execute("VACUUM ANALYZE memories")
+    report["gin_build_seconds"] = time.perf_counter() - started
+    print(f"HNSW built in {report['hnsw_build_seconds']:.0f} s, full-text index and ANALYZE in "
+          f"{report['gin_build_seconds']:.0f} s", file=sys.stderr)
+    return store, big_vectors
+
+
+def measure(store, embedder, big_vectors, questions, rng, args, report) -> None:
+    big = open_memory("big", embedder=embedder, store=store)
+    big.search("warm up")
+    seconds, _ = timed(big, questions)
+    report["big_search_p50_ms"], report["big_search_p95_ms"] = ms(seconds, 50), ms(seconds, 95)
+    default, big.scoring = big.scoring, VECTOR_ONLY
+    _, found = timed(big, questions)
+    big.scoring = default
+    ids = store.query("SELECT id FROM memories WHERE user_id = 'big' ORDER BY pk", ())
+    position = {row[0]: i for i, row in enumerate(ids)}
+    hits = 0
+    for q, result in zip(questions, found):
+        exact = set(np.argsort(-(big_vectors @ embedder.embed([q])[0]))[:10].tolist())
+        hits += len(exact & {position[m.id] for m, _ in result})
+    report["big_vector_recall_at_10"] = hits / (10 * len(questions))
+    adds, added = [], []
+    for i in range(50):
+        t = time.perf_counter()
+        added.append(big.add(f"Benchmark fact {i}: {questions[i % len(questions)]} {i * 7919}"))
+        adds.append(time.perf_counter() - t)
+    report["big_add_p50_ms"] = ms(adds, 50)
+    for memory in added:  # the database stays as loaded, for the next run
+        big.delete(memory.id)
+
+    people = [open_memory(f"user{u:04d}", embedder=embedder, store=store) for u in rng.choice(args.users, 50)]
+    seconds = []
+    for i, q in enumerate(questions):
+        query_cache.clear()
+        t = time.perf_counter()
+        people[i % len(people)].search(q, top_k=10)
+        seconds.append(time.perf_counter() - t)
+    report["users_search_p50_ms"], report["users_search_p95_ms"] = ms(seconds, 50), ms(seconds, 95)
+    tiny = open_memory("tiny", embedder=embedder, store=store)
+    seconds, _ = timed(tiny, questions)
+    report["tiny_search_p50_ms"] = ms(seconds, 50)
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
