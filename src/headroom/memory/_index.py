@@ -23,7 +23,7 @@ from ._scoring import Scoring, bm25, token_count
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VectorIndex", "IndexCache", "single_blas_thread", "signatures", "max_distance", "SIGNATURE_BITS", "MISS_PROBABILITY"]
+__all__ = ["VectorIndex", "IndexCache", "rank", "category_codes", "single_blas_thread", "signatures", "max_distance", "SIGNATURE_BITS", "MISS_PROBABILITY"]
 
 _CATEGORY_CODE = {name: code for code, name in enumerate(CATEGORIES)}
 
@@ -220,16 +220,9 @@ class VectorIndex:
             return []
         with _BLAS_LOCK, single_blas_thread():
             cosines = query @ self._matrix[:, :n]
-        keywords = bm25([self._rows(keys) for keys in matches], self._lengths[:n]) if matches else None
-        if keywords is not None and category is not None:
-            keywords[self._codes[:n] != _CATEGORY_CODE[category]] = 0.0
-        best_keyword = float(keywords.max()) if keywords is not None else 0.0
-        scaled = keywords / np.float32(best_keyword) if keywords is not None and best_keyword > 0 else None
-        rank = cosines if scoring is None else scoring.combine(cosines, scaled, self._created[:n])
-        if category is not None:
-            rank = np.where(self._codes[:n] == _CATEGORY_CODE[category], rank, -np.inf)
-        return [(self._memories[i], float(cosines[i]), float(scaled[i]) if scaled is not None else 0.0)
-                for i in _best(rank, top_k) if rank[i] > -np.inf]
+        rows = [self._rows(keys) for keys in matches] if matches else None
+        return [(self._memories[i], cosine, keyword) for i, cosine, keyword in
+                rank(cosines, rows, self._lengths[:n], self._codes[:n], self._created[:n], top_k, category, scoring)]
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows of the keys that are in this index (a memory waiting for its vector is not)."""
@@ -315,6 +308,28 @@ class IndexCache:
     @property
     def nbytes(self) -> int:
         return self._total
+
+
+def category_codes(memories: Sequence[Memory]) -> np.ndarray:
+    return np.fromiter((_CATEGORY_CODE[m.category] for m in memories), dtype=np.int8, count=len(memories))
+
+
+def rank(cosines: np.ndarray, rows_per_word: Sequence[np.ndarray] | None, lengths: np.ndarray, codes: np.ndarray,
+         created: np.ndarray, top_k: int, category: str | None, scoring: Scoring | None) -> list[tuple[int, float, float]]:
+    """The ranking rule, for any set of memories given as arrays: the ``top_k`` positions by
+    ``scoring`` (cosine alone without it), each with its cosine and its keyword score (BM25 over
+    these memories for the words whose rows ``rows_per_word`` lists, scaled so the best is 1).
+    Memories not of ``category`` (when given) are left out."""
+    keywords = bm25(rows_per_word, lengths) if rows_per_word else None
+    if keywords is not None and category is not None:
+        keywords[codes != _CATEGORY_CODE[category]] = 0.0
+    best_keyword = float(keywords.max()) if keywords is not None else 0.0
+    scaled = keywords / np.float32(best_keyword) if keywords is not None and best_keyword > 0 else None
+    order = cosines if scoring is None else scoring.combine(cosines, scaled, created)
+    if category is not None:
+        order = np.where(codes == _CATEGORY_CODE[category], order, -np.inf)
+    return [(int(i), float(cosines[i]), float(scaled[i]) if scaled is not None else 0.0)
+            for i in _best(order, top_k) if order[i] > -np.inf]
 
 
 def _best(scores: np.ndarray, k: int) -> np.ndarray:

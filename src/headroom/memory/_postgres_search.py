@@ -5,11 +5,12 @@ A user with more than ``PostgresStore.memory_rows`` searchable memories is never
 ``DatabaseIndex`` stands in for the index, and answers in the database:
 
 - ``nearest`` (the near-duplicate check of every write) asks HNSW for the closest memory.
-- ``ranked`` gathers candidates, the ``CANDIDATES`` nearest by cosine (HNSW with pgvector's
+- ``ranked_words`` gathers candidates, the ``CANDIDATES`` nearest by cosine (HNSW with pgvector's
   iterative scan in strict order, so the user filter cannot starve the result) plus every memory
-  holding a rare query word (at most ``RARE_ROWS``: a common word ranks little anyway), and ranks
-  them with ``VectorIndex.ranked`` itself, so the ranking rule stays in one place. Keyword
-  statistics are the candidates' (a small user's are all its memories).
+  holding a rare query word (at most ``RARE_ROWS``: a common word ranks little anyway), with their
+  cosines computed in the database, and ranks them with ``_index.rank``, the rule a small user's
+  ``VectorIndex`` ranks by. Keyword statistics are the candidates' (a small user's are all its
+  memories).
 
 Writes patch nothing here: the rows are in the table already.
 """
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ._index import VectorIndex
+from ._index import VectorIndex, category_codes, rank
 from ._models import Memory
-from ._scoring import Scoring
+from ._scoring import Scoring, token_count
 from ._sqlite_rows import COLUMNS, row_to_memory
 
 if TYPE_CHECKING:
@@ -33,10 +34,9 @@ __all__ = ["DatabaseIndex", "count_searchable", "CANDIDATES", "RARE_ROWS"]
 #: Nearest memories by cosine that a search of a large user ranks (more when ``top_k`` is larger).
 CANDIDATES = 100
 #: A query word found in more of the user's memories than this brings none of its own candidates.
-RARE_ROWS = 200
+RARE_ROWS = 100
 
 _LIVE = "user_id = ? AND superseded_by IS NULL AND embedding IS NOT NULL"
-_NONE = np.empty(0, dtype=np.int64)
 
 
 class DatabaseIndex(VectorIndex):
@@ -86,29 +86,32 @@ class DatabaseIndex(VectorIndex):
         vector = self.store._encode(query)
         only = " AND category = ?" if category is not None else ""
         kind = (category,) if category is not None else ()
+        # The database computes the cosines: a candidate's vector never leaves it.
         found = {row[-2]: row for row in self.store.query(
-            f"SELECT {COLUMNS}, pk, embedding FROM memories WHERE {_LIVE}{only} ORDER BY embedding <=> ? LIMIT ?",
-            (self.user_id, *kind, vector, max(CANDIDATES, 4 * top_k)))}
+            f"SELECT {COLUMNS}, pk, 1 - (embedding <=> ?) FROM memories WHERE {_LIVE}{only} "
+            "ORDER BY embedding <=> ? LIMIT ?", (vector, self.user_id, *kind, vector, max(CANDIDATES, 4 * top_k)))}
         matches = self._word_rows(words)  # None for a common word
-        common = [i for i, keys in enumerate(matches) if keys is None]
         rare = {int(k) for keys in matches if keys is not None for k in keys} - set(found)
         if rare:
             found.update((row[-2], row) for row in self.store.query(
-                f"SELECT {COLUMNS}, pk, embedding FROM memories WHERE pk = ANY(?)", (sorted(rare),)))
+                f"SELECT {COLUMNS}, pk, 1 - (embedding <=> ?) FROM memories WHERE pk = ANY(?)", (vector, sorted(rare))))
         if not found:
             return []
-        keys = list(found)
+        common = [i for i, keys in enumerate(matches) if keys is None]
         if common:
-            held = self._holding(keys, [words[i] for i in common])
-            for i, keys_of_word in zip(common, held):
+            for i, keys_of_word in zip(common, self._holding(list(found), [words[i] for i in common])):
                 matches[i] = keys_of_word
-        index = VectorIndex(self.store.embedding_dim, self.version)
+        position = {key: i for i, key in enumerate(found)}
         rows = list(found.values())
-        index.add([row_to_memory(r) for r in rows], self.store._decode([r[-1] for r in rows]), keys)
-        return index.ranked(np.asarray(query, dtype=np.float32), top_k, category,
-                            [m if m is not None else _NONE for m in matches], scoring)
+        memories = [row_to_memory(r[:-2]) for r in rows]
+        per_word = [np.asarray([position[k] for k in keys if k in position], dtype=np.intp) for keys in matches
+                    if keys is not None]
+        ranked = rank(np.asarray([r[-1] for r in rows], dtype=np.float32), per_word or None,
+                      np.asarray([token_count(m.text) for m in memories], dtype=np.float32), category_codes(memories),
+                      np.asarray([m.created_at.timestamp() for m in memories]), top_k, category, scoring)
+        return [(memories[i], cosine, keyword) for i, cosine, keyword in ranked]
 
-    def _word_rows(self, words: Sequence[str]) -> list[np.ndarray | None]:
+    def _word_rows(self, words: Sequence[str]) -> list[list[int] | None]:
         """For each word, the keys of the user's memories holding it, or None if more than
         ``RARE_ROWS`` do (one statement; each word stops at ``RARE_ROWS + 1``)."""
         if not words:
@@ -117,14 +120,13 @@ class DatabaseIndex(VectorIndex):
                "AND words @@ plainto_tsquery('english', ?) LIMIT ?) AS rows_of_word)")
         (row,) = self.store.query("SELECT " + ", ".join([one] * len(words)),
                                   tuple(v for w in words for v in (self.user_id, w, RARE_ROWS + 1)))
-        return [None if keys is not None and len(keys) > RARE_ROWS else
-                np.asarray(keys or [], dtype=np.int64) for keys in row]
+        return [None if keys is not None and len(keys) > RARE_ROWS else keys or [] for keys in row]
 
-    def _holding(self, keys: list[int], words: Sequence[str]) -> list[np.ndarray]:
+    def _holding(self, keys: list[int], words: Sequence[str]) -> list[list[int]]:
         """For each common word, which of the candidates hold it (one statement)."""
         one = "(SELECT array_agg(pk) FROM memories WHERE pk = ANY(?) AND words @@ plainto_tsquery('english', ?))"
         (row,) = self.store.query("SELECT " + ", ".join([one] * len(words)), tuple(v for w in words for v in (keys, w)))
-        return [np.asarray(found or [], dtype=np.int64) for found in row]
+        return [found or [] for found in row]
 
 
 def count_searchable(store: PostgresStore, user_id: str, limit: int) -> int:
