@@ -1,7 +1,7 @@
-"""PostgreSQL at a million memories: one user with 1M, and 1M more across 1,000 users, in one table.
+"""A million memories: one user with 1M, and 1M more across 1,000 users, in one database.
 
-    .venv/bin/python bench/postgres_scale.py [--big 1000000] [--users 1000] [--per-user 1000] [--queries 200]
-                                             [--data DIR]
+    .venv/bin/python bench/scale.py [--backend postgres|sqlite] [--big 1000000] [--users 1000]
+                                    [--per-user 1000] [--queries 200] [--data DIR]
 
 ``--data DIR`` keeps the server's data (and the big user's vectors) in DIR, and a second run with
 the same DIR measures again without loading.
@@ -9,24 +9,29 @@ the same DIR measures again without loading.
 Vectors are shaped like real ones: each row is a LoCoMo turn's embedding (the real local model)
 plus noise, renormalized (cosine to its turn about 0.85), with the turn's text and a number; so
 HNSW meets clusters, as with real memories, not uniform noise (its worst case). The rows are
-loaded with COPY, the HNSW and full-text indexes built after (as a bulk import would). Then, with
+loaded in bulk (PostgreSQL: COPY, the HNSW and full-text indexes built after, as a bulk import
+would; SQLite: one transaction of INSERTs, FTS5 filled by its triggers). Then, with
 the real model embedding every question (LoCoMo's, query cache cleared):
 
-- search p50/p95 of the 1M-memory user (searched in the database: ``_postgres_search``), and its
-  vector recall@10 against an exact scan (numpy over all its vectors): vector-only scoring, so
-  the two rank the same way;
+- search p50/p95 of the 1M-memory user (PostgreSQL searches it in the database, ``_postgres_search``;
+  SQLite in its in-process index), and its vector recall@10 against an exact scan (numpy over all
+  its vectors): vector-only scoring, so the two rank the same way;
 - search p50/p95 of random users among the 1,000 (in-process indexes, most loaded cold), and of a
   user with 10 memories in the 2M-row table;
-- add p50 for the 1M-memory user (the near-duplicate check on HNSW, then the insert).
+- add p50 for the 1M-memory user (the near-duplicate check, then the insert).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,6 +40,8 @@ from headroom.memory import _query_cache as query_cache
 from headroom.memory._models import new_id, normalize_text
 from headroom.memory._postgres import PostgresStore
 from headroom.memory._scoring import Scoring
+from headroom.memory._sqlite import SQLiteStore
+from headroom.memory._sqlite_rows import blob
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from locomo import DATA  # noqa: E402
@@ -96,12 +103,13 @@ def ms(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--per-user", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--data", default=None, help="keep (or reuse) the loaded database here")
-    parser.add_argument("--out", default="bench/out/postgres_scale.json")
+    parser.add_argument("--out", default=None, help="default: bench/out/scale-BACKEND.json")
     args = parser.parse_args()
     from _postgres import postgres
 
@@ -109,26 +117,62 @@ def main() -> None:
     texts, centers, questions = turns_and_questions(embedder)
     rng = np.random.default_rng(7)
     questions = [questions[i] for i in rng.choice(len(questions), args.queries, replace=False)]
-    report: dict = {"big_user": args.big, "users": args.users, "per_user": args.per_user}
-    loaded = Path(args.data) / "big_vectors.npy" if args.data else None
-    with postgres(directory=args.data) as database:
-        if loaded is not None and loaded.exists():
-            store = PostgresStore(database("scale"), embedding_model=embedder.name, embedding_dim=embedder.dim)
-            big_vectors = np.load(loaded)
+    report: dict = {"backend": args.backend, "big_user": args.big, "users": args.users, "per_user": args.per_user}
+    data = Path(args.data or tempfile.mkdtemp(prefix="headroom-scale-"))
+    data.mkdir(parents=True, exist_ok=True)
+    loaded = data / f"{args.backend}-big-vectors.npy"
+    with ExitStack() as stack:
+        if args.backend == "postgres":
+            database = stack.enter_context(postgres(directory=str(data / "postgres")))
+            opened: Callable[[], Any] = lambda: PostgresStore(  # noqa: E731
+                database("scale"), embedding_model=embedder.name, embedding_dim=embedder.dim)
+        else:
+            opened = lambda: SQLiteStore(  # noqa: E731
+                str(data / "sqlite.db"), embedding_model=embedder.name, embedding_dim=embedder.dim)
+        if loaded.exists():
+            store, big_vectors = opened(), np.load(loaded)
             report.update(json.loads(loaded.with_suffix(".json").read_text()))
         else:
-            store, big_vectors = load(database, embedder, texts, centers, rng, args, report)
-            if loaded is not None:
-                np.save(loaded, big_vectors)
-                loaded.with_suffix(".json").write_text(json.dumps(report))
+            if args.backend == "postgres":
+                store, big_vectors = load_postgres(database, embedder, texts, centers, rng, args, report)
+            else:
+                store, big_vectors = load_sqlite(opened(), texts, centers, rng, args, report)
+            np.save(loaded, big_vectors)
+            loaded.with_suffix(".json").write_text(json.dumps(report))
         measure(store, embedder, big_vectors, questions, rng, args, report)
+    if not args.data:
+        shutil.rmtree(data, ignore_errors=True)
     for key, value in report.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    out = Path(args.out or f"bench/out/scale-{args.backend}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
 
 
-def load(database, embedder, texts, centers, rng, args, report) -> tuple[PostgresStore, np.ndarray]:
+def load_sqlite(store: SQLiteStore, texts, centers, rng, args, report) -> tuple[SQLiteStore, np.ndarray]:
+    started = time.perf_counter()
+    big_vectors = None
+    for user, count in [("big", args.big)] + [(f"user{u:04d}", args.per_user) for u in range(args.users)] + [
+            ("tiny", 10)]:
+        vectors, which = synthetic(centers, count, rng)
+        big_vectors = vectors if user == "big" else big_vectors
+        now = time.time()
+        with store.transaction() as db:
+            db.executemany(
+                "INSERT INTO memories (id, user_id, text, norm_text, category, source, metadata, created_at, "
+                "updated_at, embedding) VALUES (?, ?, ?, ?, 'fact', 'manual', '{}', ?, ?, ?)",
+                ((new_id(), user, f"{texts[c]} #{i}", normalize_text(f"{texts[c]} #{i}"), now - i, now - i, blob(v))
+                 for i, (c, v) in enumerate(zip(which, vectors))))
+            db.execute("INSERT INTO user_versions (user_id, version) VALUES (?, 1) ON CONFLICT (user_id) DO UPDATE "
+                       "SET version = user_versions.version + 1", (user,))
+        print(f"\r  loaded {user}", end="", file=sys.stderr, flush=True)
+    report["load_seconds"] = time.perf_counter() - started
+    print(f"\nloaded in {report['load_seconds']:.0f} s", file=sys.stderr)
+    assert big_vectors is not None
+    return store, big_vectors
+
+
+def load_postgres(database, embedder, texts, centers, rng, args, report) -> tuple[PostgresStore, np.ndarray]:
     """A new database ("scale") with the big user, the many users and a tiny one, indexes built after."""
     database()  # the template copy exists
     url = database("postgres")
