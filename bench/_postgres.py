@@ -20,8 +20,12 @@ def postgres(durable: bool = True, directory: str | None = None) -> Iterator[Cal
     reused if there already)."""
     server = TestServer(directory)
     if durable:
+        # fsync on, and memory as a server of its own would have (4 GB of shared buffers: the default
+        # 128 MB holds a tenth of a million memories' rows and HNSW graph).
         server.server.psql("ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET synchronous_commit = on; "
-                           "ALTER SYSTEM SET full_page_writes = on; SELECT pg_reload_conf();")
+                           "ALTER SYSTEM SET full_page_writes = on; ALTER SYSTEM SET shared_buffers = '4GB'; "
+                           "ALTER SYSTEM SET effective_cache_size = '16GB';")
+        server.pg_ctl("restart")
     try:
         yield lambda name=None: server.url(name) if name else server.url(server.new_database())
     finally:
