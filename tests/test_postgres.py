@@ -129,3 +129,20 @@ def test_a_user_too_large_for_a_process_is_searched_in_the_database_with_the_sam
                 assert "Keeps bees on the roof" not in [m.text for m, _ in memory.search("bees", top_k=5)]
         store.close()
     assert results[5] == results[50_000]
+
+
+def test_word_lookups_agree_whichever_index_finds_them(pg_url, local_embedder):
+    """A small user's rows are tested one by one, a larger user's found through the full-text index:
+    the same rows either way, stemmed alike ("runs" finds "Runs", "marathons" finds "marathon")."""
+    with open_memory("alice", pg_url, embedder=local_embedder) as memory:
+        memory.add_many(FACTS)
+        open_memory("bob", embedder=local_embedder, store=memory.store).add("Runs marathons in Japan")
+        words = ["runs", "marathons", "japan", "bees", "nothing"]
+        small, large = (memory.store._matches("alice", words, rows) for rows in (10, 10**6))
+        assert [sorted(k.tolist()) for k in small] == [sorted(k.tolist()) for k in large]
+        texts = {m.id: m.text for m in memory.get_all()}
+        keys = {int(r[0]): texts[r[1]] for r in memory.store.query("SELECT pk, id FROM memories WHERE user_id = ?",
+                                                                     ("alice",))}
+        assert [sorted(keys[k] for k in found.tolist()) for found in small] == [
+            ["Runs a marathon every spring"], ["Runs a marathon every spring"],
+            [], ["Keeps bees on the roof"], []]  # "japan" is not "japanes"; bob's marathon is not alice's
