@@ -55,6 +55,8 @@ _NO_KEYS = np.empty(0, dtype=np.int64)
 MEMORY_ROWS = 50_000
 #: How long a user counted as large stays so before it is counted again.
 RECOUNT_SECONDS = 60.0
+#: How long the table's word statistics are used before they are read again.
+STATISTICS_SECONDS = 600.0
 #: Candidates HNSW gathers per step of its iterative scan (pgvector's hnsw.ef_search);
 #: ``$HEADROOM_PG_EF_SEARCH`` overrides it (more: better recall, slower searches of large users).
 EF_SEARCH = 100
@@ -150,6 +152,7 @@ class PostgresStore(SQLStore):
         self._tx: _Transaction | None = None
         self.memory_rows = memory_rows
         self._large: dict[str, tuple[int, float]] = {}  # user -> (searchable rows, when counted)
+        self._common: dict[int, tuple[frozenset[str], float]] = {}  # common_lexemes(rows), when read
         self._migrate()
         try:
             self._check_model()
@@ -305,6 +308,22 @@ class PostgresStore(SQLStore):
         if known[0] > self.memory_rows:
             return DatabaseIndex(self, user_id, self._version(user_id), known[0])
         return super()._load_index(user_id)
+
+    def common_lexemes(self, rows: int) -> frozenset[str]:
+        """The full-text lexemes PostgreSQL's statistics count in more than ``rows`` memories (of all
+        users), read at most every ``STATISTICS_SECONDS`` (statistics move slowly: ANALYZE)."""
+        cached = self._common.get(rows)
+        if cached is not None and time.monotonic() - cached[1] < STATISTICS_SECONDS:
+            return cached[0]
+        found = self.query(
+            "SELECT coalesce(array_agg(lexeme), '{}') FROM (SELECT unnest(most_common_elems::text::text[]) AS "
+            "lexeme, unnest(most_common_elem_freqs) AS share FROM pg_stats WHERE schemaname = ? AND "
+            "tablename = 'memories' AND attname = 'words') AS elements WHERE lexeme IS NOT NULL AND share * "
+            "(SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'memories'::regclass) > ?",
+            (SCHEMA, rows))
+        lexemes = frozenset(found[0][0]) if found else frozenset()
+        self._common[rows] = (lexemes, time.monotonic())
+        return lexemes
 
     def _rank(self, index: VectorIndex, user_id: str, query: np.ndarray, top_k: int, category: str | None,
               words: Sequence[str], scoring: Scoring | None) -> list[tuple[Memory, float, float]]:

@@ -17,6 +17,7 @@ Writes patch nothing here: the rows are in the table already.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -35,8 +36,11 @@ __all__ = ["DatabaseIndex", "count_searchable", "CANDIDATES", "RARE_ROWS"]
 CANDIDATES = 100
 #: A query word found in more of the user's memories than this brings none of its own candidates.
 RARE_ROWS = 100
+#: A word the table's statistics count in more rows than this (of all users) is not looked up.
+COMMON_ROWS = 5_000
 
 _LIVE = "user_id = ? AND superseded_by IS NULL AND embedding IS NOT NULL"
+_LEXEME = re.compile(r"'((?:[^']|'')*)'")
 
 
 class DatabaseIndex(VectorIndex):
@@ -112,15 +116,34 @@ class DatabaseIndex(VectorIndex):
         return [(memories[i], cosine, keyword) for i, cosine, keyword in ranked]
 
     def _word_rows(self, words: Sequence[str]) -> list[list[int] | None]:
-        """For each word, the keys of the user's memories holding it, or None if more than
-        ``RARE_ROWS`` do (one statement; each word stops at ``RARE_ROWS + 1``)."""
+        """For each word, the keys of the user's memories holding it, or None for a common word:
+        one the table's statistics count in more than ``COMMON_ROWS`` rows (any user's), or one
+        this user has in more than ``RARE_ROWS`` memories. Looking up a common word would read
+        its whole posting list (or scan the table); only rare ones are looked up."""
         if not words:
             return []
-        one = (f"(SELECT array_agg(pk) FROM (SELECT pk FROM memories WHERE {_LIVE} "
-               "AND words @@ plainto_tsquery('english', ?) LIMIT ?) AS rows_of_word)")
-        (row,) = self.store.query("SELECT " + ", ".join([one] * len(words)),
-                                  tuple(v for w in words for v in (self.user_id, w, RARE_ROWS + 1)))
-        return [None if keys is not None and len(keys) > RARE_ROWS else keys or [] for keys in row]
+        (stems,) = self.store.query("SELECT " + ", ".join(["plainto_tsquery('english', ?)::text"] * len(words)),
+                                    tuple(words))
+        common = self.store.common_lexemes(COMMON_ROWS)
+        result: list[list[int] | None] = []
+        rare: list[int] = []
+        for i, stem in enumerate(stems):
+            lexemes = _LEXEME.findall(stem or "")
+            if not lexemes:
+                result.append([])  # a stop word: in no memory's words
+            elif any(lexeme in common for lexeme in lexemes):
+                result.append(None)
+            else:
+                result.append([])
+                rare.append(i)
+        if rare:
+            one = (f"(SELECT array_agg(pk) FROM (SELECT pk FROM memories WHERE {_LIVE} "
+                   "AND words @@ plainto_tsquery('english', ?) LIMIT ?) AS rows_of_word)")
+            (row,) = self.store.query("SELECT " + ", ".join([one] * len(rare)),
+                                      tuple(v for i in rare for v in (self.user_id, words[i], RARE_ROWS + 1)))
+            for i, keys in zip(rare, row):
+                result[i] = None if keys is not None and len(keys) > RARE_ROWS else keys or []
+        return result
 
     def _holding(self, keys: list[int], words: Sequence[str]) -> list[list[int]]:
         """For each common word, which of the candidates hold it (one statement)."""
