@@ -39,9 +39,9 @@ from headroom.memory import LocalEmbedder, open_memory
 from headroom.memory import _query_cache as query_cache
 from headroom.memory._models import new_id, normalize_text
 from headroom.memory._postgres import PostgresStore
+from headroom.memory._rows import blob
 from headroom.memory._scoring import Scoring
 from headroom.memory._sqlite import SQLiteStore
-from headroom.memory._sqlite_rows import blob
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from locomo import DATA  # noqa: E402

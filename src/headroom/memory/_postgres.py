@@ -39,7 +39,6 @@ from ._postgres_schema import MIGRATIONS
 from ._postgres_search import DatabaseIndex, count_searchable
 from ._scoring import Scoring
 from ._sql_store import SQLStore, check, queue_check
-from ._sqlite_file import default_cache_bytes
 
 __all__ = ["PostgresStore", "postgres_store"]
 
@@ -143,7 +142,7 @@ class PostgresStore(SQLStore):
         memory_rows: int = MEMORY_ROWS,
     ) -> None:
         super().__init__(embedding_model=embedding_model, embedding_dim=embedding_dim,
-                         index_cache_bytes=index_cache_bytes if index_cache_bytes is not None else default_cache_bytes())
+                         index_cache_bytes=index_cache_bytes)
         self.url = url
         self.path = _redacted(url)
         self._psycopg, self._register_vector = _modules()

@@ -24,8 +24,8 @@ import numpy as np
 
 from ._index import VectorIndex, category_codes, rank
 from ._models import Memory
+from ._rows import COLUMNS, row_to_memory
 from ._scoring import Scoring, token_count
-from ._sqlite_rows import COLUMNS, row_to_memory
 
 if TYPE_CHECKING:
     from ._postgres import PostgresStore

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from contextlib import AbstractContextManager
@@ -29,14 +30,26 @@ from ._errors import EmbeddingModelMismatchError, InvalidInputError, NotFoundErr
 from ._index import IndexCache, VectorIndex
 from ._jobs import Job
 from ._models import Memory, new_id, normalize_text
+from ._rows import COLUMNS as _COLUMNS
+from ._rows import row_to_memory as _row_to_memory
 from ._scoring import Scoring, near_duplicate
 from ._sql_queue import SQLJobQueue, finish_job
-from ._sqlite_rows import COLUMNS as _COLUMNS
-from ._sqlite_rows import row_to_memory as _row_to_memory
 
-__all__ = ["SQLStore", "check", "queue_check"]
+__all__ = ["SQLStore", "check", "queue_check", "default_cache_bytes", "DEFAULT_INDEX_CACHE_MB"]
 
 logger = logging.getLogger(__name__)
+
+#: The default memory budget of a store's cached indexes (``$HEADROOM_INDEX_CACHE_MB`` overrides it):
+#: at 384 dimensions about 30,000 memories, of one user or of many (bench/many_users.py).
+DEFAULT_INDEX_CACHE_MB = 64
+
+
+def default_cache_bytes() -> int:
+    value = os.environ.get("HEADROOM_INDEX_CACHE_MB")
+    try:
+        return int(float(value) * 2**20) if value else DEFAULT_INDEX_CACHE_MB * 2**20
+    except ValueError:
+        raise InvalidInputError(f"HEADROOM_INDEX_CACHE_MB must be a number of megabytes, not {value!r}") from None
 
 
 class SQLStore:
@@ -46,11 +59,11 @@ class SQLStore:
     #: Appended to the queue's SELECT of due jobs: a database with row locks skips rows others hold.
     row_lock = ""
 
-    def __init__(self, *, embedding_model: str, embedding_dim: int, index_cache_bytes: int) -> None:
+    def __init__(self, *, embedding_model: str, embedding_dim: int, index_cache_bytes: int | None) -> None:
         self.embedding_model = embedding_model
         self.embedding_dim = embedding_dim
         self._lock = threading.RLock()  # one transaction at a time per store, and the index cache
-        self._indexes = IndexCache(index_cache_bytes)
+        self._indexes = IndexCache(index_cache_bytes if index_cache_bytes is not None else default_cache_bytes())
         self._verified: set[str] = set()  # users whose index was checked since others last wrote
 
     # -- what a backend supplies ------------------------------------------------------------------

@@ -21,9 +21,9 @@ import numpy as np
 
 from ._errors import InvalidInputError, StorageError
 from ._migrations import MIGRATIONS
+from ._rows import blob
 from ._sql_store import SQLStore, check, queue_check
-from ._sqlite_file import connect, create_file, default_cache_bytes, default_db_path
-from ._sqlite_rows import blob
+from ._sqlite_file import connect, create_file, default_db_path
 
 __all__ = ["SQLiteStore", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
 
@@ -52,7 +52,7 @@ class SQLiteStore(SQLStore):
         if path is not None and "\x00" in os.fspath(path):
             raise InvalidInputError("db_path holds a NUL character")
         super().__init__(embedding_model=embedding_model, embedding_dim=embedding_dim,
-                         index_cache_bytes=index_cache_bytes if index_cache_bytes is not None else default_cache_bytes())
+                         index_cache_bytes=index_cache_bytes)
         self.path = str(Path(path).expanduser() if path is not None else default_db_path())
         create_file(self.path)
         self._db = connect(self.path, busy_timeout)

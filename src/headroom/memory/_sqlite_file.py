@@ -8,24 +8,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ._errors import ForeignDatabaseError, InvalidInputError, StorageError
+from ._errors import ForeignDatabaseError, StorageError
 
-__all__ = ["default_db_path", "default_cache_bytes", "create_file", "connect", "DEFAULT_INDEX_CACHE_MB"]
+__all__ = ["default_db_path", "create_file", "connect"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
-
-#: The default memory budget of a store's cached indexes (``$HEADROOM_INDEX_CACHE_MB`` overrides it):
-#: at 384 dimensions about 30,000 memories, of one user or of many (bench/many_users.py).
-DEFAULT_INDEX_CACHE_MB = 64
-
-
-def default_cache_bytes() -> int:
-    value = os.environ.get("HEADROOM_INDEX_CACHE_MB")
-    try:
-        return int(float(value) * 2**20) if value else DEFAULT_INDEX_CACHE_MB * 2**20
-    except ValueError:
-        raise InvalidInputError(f"HEADROOM_INDEX_CACHE_MB must be a number of megabytes, not {value!r}") from None
-
 
 def default_db_path() -> Path:
     """``$HEADROOM_MEMORY_DB``, else ``~/.headroom/memory.db``."""

@@ -1,5 +1,5 @@
-"""How a memory is stored in a row of the SQLite file and read back: the column list, times,
-metadata and vectors. Shared by the store and its whole-file operations."""
+"""How a memory is stored in a row of either database and read back: the column list, times,
+metadata and blobs. Shared by every SQL backend (PostgreSQL stores vectors as pgvector, not blobs)."""
 
 from __future__ import annotations
 
