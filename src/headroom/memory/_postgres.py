@@ -189,12 +189,12 @@ class PostgresStore(SQLStore):
         """A new connection: our schema first on the search path; numpy arrays sent as vectors
         (pgvector's dumper), vectors read back in their raw binary form (``_decode``)."""
         conn.execute(f"SET search_path TO {SCHEMA}, {self._vector_schema}")
-        # Large users' searches filter HNSW's results by user: the iterative scan keeps going, in
-        # exact order, until enough rows pass (pgvector 0.8; an older one ignores the setting).
         # A plan for the parameters at hand, every time: one generic plan for any user_id sorted a
         # million-memory user's rows instead of walking HNSW (250 ms), or scanned the table for a
         # rare word. Statements are still parsed once.
         conn.execute("SET plan_cache_mode = force_custom_plan")
+        # Large users' searches filter HNSW's results by user: the iterative scan keeps going, in
+        # exact order, until enough rows pass (pgvector 0.8; an older one ignores the setting).
         conn.execute(f"SET hnsw.ef_search = {_ef_search()}")
         conn.execute("SET hnsw.iterative_scan = strict_order")
         self._register_vector(conn)

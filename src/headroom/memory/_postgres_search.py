@@ -51,7 +51,6 @@ class DatabaseIndex(VectorIndex):
         super().__init__(store.embedding_dim, version)
         self.store = store
         self.user_id = user_id
-        self.version = version
         self.rows = rows  # searchable memories when the user was last counted
 
     def __len__(self) -> int:
