@@ -12,11 +12,13 @@ from headroom.memory import (
     EmbeddingModelMismatchError,
     ForeignDatabaseError,
     HashEmbedder,
+    InvalidInputError,
     SQLiteStore,
     StorageError,
     default_db_path,
     open_memory,
 )
+from headroom.memory._backends import open_store
 from headroom.memory._scoring import Scoring
 from headroom.memory._sqlite import MIGRATIONS
 
@@ -144,15 +146,22 @@ def test_default_location_and_env_override(tmp_path, monkeypatch):
         assert memory.stats()["db_path"] == str(tmp_path / "arg.db")
 
 
+def test_a_url_is_not_taken_for_a_file_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError, match="not a URL"):
+        SQLiteStore("postgresql://u@/db?host=/tmp", embedding_model="hash-64", embedding_dim=64)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_batch_that_fails_midway_stores_nothing(db_path):
-    store = SQLiteStore(db_path, embedding_model="hash-64", embedding_dim=64)
+    store = open_store(db_path, embedding_model="hash-64", embedding_dim=64)
     memory = open_memory("alice", embedder=HashEmbedder(), store=store)
     kept = memory.add("Has a garden")
     memory.search("garden")  # the index is loaded and must stay in step
     good = dataclasses.replace(kept, id="good", text="Has a shed")
     bad = dataclasses.replace(kept, id="bad", text="Has a pond", category="opinion")  # bypasses validation
     vectors = HashEmbedder().embed(["Has a shed", "Has a pond"])
-    with pytest.raises(StorageError, match="CHECK constraint"):
+    with pytest.raises(StorageError, match="(?i)check constraint"):
         store.add([good, bad], vectors)
     assert [m.id for m in memory.get_all()] == [kept.id]
     assert [m.id for m, _ in memory.search("shed", top_k=5)] == [kept.id]

@@ -51,6 +51,9 @@ class SQLiteStore(SQLStore):
     ) -> None:
         if path is not None and "\x00" in os.fspath(path):
             raise InvalidInputError("db_path holds a NUL character")
+        if isinstance(path, str) and "://" in path:
+            # A URL taken for a file name would create directories named after it, silently.
+            raise InvalidInputError("SQLiteStore takes a file path, not a URL; open_store() chooses the backend")
         super().__init__(embedding_model=embedding_model, embedding_dim=embedding_dim,
                          index_cache_bytes=index_cache_bytes)
         self.path = str(Path(path).expanduser() if path is not None else default_db_path())
