@@ -24,7 +24,8 @@ from headroom.memory._protocol import REMINDER
 __all__ = ["ScriptedServer", "RecordedRequest", "EventStream", "hash_vector", "chat_completion",
            "chat_chunks", "rule_based_reply", "anthropic_message", "anthropic_events", "as_chat"]
 
-Handler = Callable[[dict[str, Any]], tuple[int, Any]]
+#: A handler answers a request body with ``(status, payload)`` or ``(status, payload, headers)``.
+Handler = Callable[[dict[str, Any]], Any]
 
 
 @dataclass
@@ -236,6 +237,13 @@ class ScriptedServer:
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.partition("?")[0]
+                with server._lock:
+                    server.requests.append(RecordedRequest("GET", path, dict(self.headers), {}))
+                handler = server.handlers.get("GET " + path)
+                self._send_json(*(handler({}) if handler else (404, {"error": {"message": "no route"}})))
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -254,15 +262,20 @@ class ScriptedServer:
                 if handler is None:
                     status, payload = 404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
                 else:
-                    status, payload = handler(body)
+                    status, payload, *extra = handler(body)
                 if isinstance(payload, EventStream):
                     self._send_events(payload)
                     return
+                self._send_json(status, payload, *extra)
+
+            def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):

@@ -21,7 +21,6 @@ __all__ = ["main"]
 
 EXIT_REFUSED = 1
 EXIT_NOT_FOUND = 4
-EXPORT_FORMAT = 1
 _BATCH = 256
 
 
@@ -78,10 +77,16 @@ def _cell(value: Any) -> str:
     return "" if value is None else " ".join(str(value).split())
 
 
-def _row(memory: Any) -> dict[str, Any]:
-    return {"id": memory.id, "user_id": memory.user_id, "category": memory.category, "text": memory.text,
-            "source": memory.source, "created_at": memory.created_at.timestamp(),
-            "updated_at": memory.updated_at.timestamp(), "superseded_by": memory.superseded_by}
+def memory_json(memory: Any) -> dict[str, Any]:
+    from headroom.memory._wire import memory_json  # the memory package loads only when a command runs
+
+    return memory_json(memory)
+
+
+def export_row(memory: Any, vector: Any) -> dict[str, Any]:
+    from headroom.memory._wire import export_row
+
+    return export_row(memory, vector)
 
 
 def _fail(code: int, message: str) -> None:
@@ -142,7 +147,7 @@ def list_(ctx: _Context, user_id: str, category: str | None, since: datetime | N
     if since is not None:
         floor = since.replace(tzinfo=timezone.utc).timestamp()
         found = [m for m in found if m.updated_at.timestamp() >= floor]
-    ctx.emit(map(_row, found), ["id", "category", "text", "updated_at"])
+    ctx.emit(map(memory_json, found), ["id", "category", "text", "updated_at"])
 
 
 @main.command()
@@ -154,7 +159,7 @@ def search(ctx: _Context, user_id: str, query: str, top_k: int) -> None:
     """A user's memories best matching QUERY, ranked as the wrappers rank them, and why: the cosine
     similarity and the keyword score (0 to 1; the query's best keyword match is 1)."""
     found = _guarded(lambda: ctx.memory(user_id).explain(query, top_k=top_k))
-    ctx.emit(({**_row(m), "cosine": round(cosine, 4), "keyword": round(keyword, 4)} for m, cosine, keyword in found),
+    ctx.emit(({**memory_json(m), "cosine": round(cosine, 4), "keyword": round(keyword, 4)} for m, cosine, keyword in found),
              ["id", "cosine", "keyword", "category", "text"])
 
 
@@ -166,7 +171,7 @@ def search(ctx: _Context, user_id: str, query: str, top_k: int) -> None:
 def add(ctx: _Context, user_id: str, text: str, category: str) -> None:
     """Remember TEXT for a user (a text the user already has gives that memory)."""
     memory = _guarded(lambda: ctx.memory(user_id).add(text, category))
-    ctx.emit([_row(memory)], ["id", "category", "text"])
+    ctx.emit([memory_json(memory)], ["id", "category", "text"])
 
 
 @main.command()
@@ -177,7 +182,7 @@ def edit(ctx: _Context, memory_id: str, text: str) -> None:
     """Replace the text of a memory (its vector is made again)."""
     user_id = _owner(ctx, memory_id)
     memory = _guarded(lambda: ctx.memory(user_id).update(memory_id, text=text))
-    ctx.emit([_row(memory)], ["id", "category", "text"])
+    ctx.emit([memory_json(memory)], ["id", "category", "text"])
 
 
 @main.command()
@@ -197,7 +202,7 @@ def history(ctx: _Context, memory_id: str) -> None:
     """Every version of a memory, oldest first."""
     user_id = _owner(ctx, memory_id)
     versions = _guarded(lambda: ctx.memory(user_id).history(memory_id))
-    ctx.emit(map(_row, versions), ["id", "text", "updated_at", "superseded_by"])
+    ctx.emit(map(memory_json, versions), ["id", "text", "updated_at", "superseded_by"])
 
 
 @main.command()
@@ -244,7 +249,7 @@ def prune(ctx: _Context, user_id: str, older: str | None, keep_latest: int, dry_
     if not dry_run:
         for m in doomed:
             _guarded(lambda m=m: memory.delete(m.id))
-    ctx.emit(({**_row(m), "action": "would delete" if dry_run else "deleted"} for m in doomed),
+    ctx.emit(({**memory_json(m), "action": "would delete" if dry_run else "deleted"} for m in doomed),
              ["action", "id", "text", "updated_at"])
 
 
@@ -280,14 +285,6 @@ def doctor(ctx: _Context) -> None:
 # -- export and import --------------------------------------------------------------------------------
 
 
-def _encode(memory: Any, vector: Any) -> dict[str, Any]:
-    row = _row(memory)
-    row.update(metadata=dict(memory.metadata),
-               superseded_at=memory.superseded_at.timestamp() if memory.superseded_at else None,
-               vector=None if vector is None else base64.b64encode(vector.astype("<f4").tobytes()).decode())
-    return row
-
-
 def _decode(row: dict[str, Any], same_model: bool) -> tuple[Any, Any]:
     import numpy as np
 
@@ -313,6 +310,8 @@ def _decode(row: dict[str, Any], same_model: bool) -> tuple[Any, Any]:
 @click.pass_obj
 def export(ctx: _Context, user_id: str | None, output: Any) -> None:
     """Every row (superseded ones and vectors included) as JSON lines, after a header line."""
+    from headroom.memory._wire import EXPORT_FORMAT
+
     store = _guarded(ctx.store)
     output.write(json.dumps({"headroom_export": EXPORT_FORMAT, "embedding_model": store.embedding_model,
                              "embedding_dim": store.embedding_dim}) + "\n")
@@ -320,7 +319,7 @@ def export(ctx: _Context, user_id: str | None, output: Any) -> None:
     def write_all() -> int:  # rows are read in batches while they are written: errors may come late
         count = 0
         for memory, vector in store.dump(user_id):
-            output.write(json.dumps(_encode(memory, vector), ensure_ascii=False) + "\n")
+            output.write(json.dumps(export_row(memory, vector), ensure_ascii=False) + "\n")
             count += 1
             if count % 5000 == 0:
                 click.echo(f"\rexported {count} rows", err=True, nl=False)
@@ -354,6 +353,8 @@ def import_(ctx: _Context, source: Any) -> None:
         header = json.loads(source.readline() or "{}")
     except ValueError:
         header = {}
+    from headroom.memory._wire import EXPORT_FORMAT
+
     if header.get("headroom_export") != EXPORT_FORMAT:
         _fail(EXIT_REFUSED, "not a headroom-memory export (its first line is not the export header)")
     store = _guarded(ctx.store)
@@ -405,6 +406,41 @@ def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> Non
         for store in stores:
             store.close()
     ctx.emit([{"rows": read, "new": added}], ["rows", "new"])
+
+
+# -- the server ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--upstream", envvar="HEADROOM_UPSTREAM", required=True,
+              help="the model API to forward to, e.g. https://api.openai.com/v1 ($HEADROOM_UPSTREAM)")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8787, show_default=True, type=int)
+@click.option("--db", "server_db", default=None, help="the memory file or postgresql:// URL (default: --db of the command)")
+@click.option("--trust-user-header", is_flag=True,
+              help="take the memory user from X-Memory-User (only behind a gateway that sets it)")
+@click.option("--admin-token", envvar="HEADROOM_ADMIN_TOKEN", default=None,
+              help="bearer token of the memory REST API ($HEADROOM_ADMIN_TOKEN; without it the API is off)")
+@click.option("--secret-file", default=None,
+              help="the secret that maps API keys to memory users ($HEADROOM_SERVER_SECRET, else ~/.headroom/server-secret)")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.pass_obj
+def serve(ctx: _Context, upstream: str, host: str, port: int, server_db: str | None, trust_user_header: bool,
+          admin_token: str | None, secret_file: str | None, top_k: int) -> None:
+    """Serve memory to any OpenAI- or Anthropic-API client: point its base URL at this server."""
+    try:
+        import uvicorn
+
+        from headroom.server import ServerConfig, create_app, load_secret
+    except ImportError as exc:
+        _fail(EXIT_REFUSED, f"the server needs the [server] extra: pip install 'headroom-memory[server]' ({exc})")
+    config = ServerConfig(upstream=upstream, secret=load_secret(secret_file), db=server_db or ctx.db,
+                          trust_user_header=trust_user_header, admin_token=admin_token, top_k=top_k)
+    app = _guarded(lambda: create_app(config, embedder=ctx.embedder()))
+    click.echo(f"memory server on http://{host}:{port}/v1 in front of {config.upstream_root}", err=True)
+    # The upstream's Date and Server headers reach the caller, not uvicorn's own beside them.
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, server_header=False,
+                date_header=False)
 
 
 # -- the demo and the model ---------------------------------------------------------------------------

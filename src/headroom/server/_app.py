@@ -1,0 +1,80 @@
+"""The memory server as one ASGI app: the proxy, the memory REST API, health and metrics.
+
+``create_app`` opens the store and the embedder once; every request shares them. Shutdown waits
+for memories written but not yet embedded (at most ``EXIT_WAIT_SECONDS``), then closes the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, AsyncIterator
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from headroom.memory._backends import open_store
+from headroom.memory._deferred import EXIT_WAIT_SECONDS
+from headroom.memory._embedders import Embedder, make_embedder
+from headroom.memory._store import Store
+
+from ._config import ServerConfig
+from ._metrics import Metrics
+from ._proxy import Proxy
+from ._rest import memory_routes
+from ._users import Users
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store: Store | None = None,
+               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """The server's app. ``embedder`` defaults to the local model; ``store`` to the one ``config.db``
+    names; ``transport`` to the network (tests may pass ``httpx.MockTransport``)."""
+    embedder = embedder or make_embedder(True, None)
+    store = store or open_store(config.db, embedding_model=embedder.name, embedding_dim=embedder.dim)
+    metrics = Metrics()
+    users = Users(store, embedder, config, metrics)
+    client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(config.timeout, connect=10.0),
+                               limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    proxy = Proxy(config, users, metrics, client)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await anyio.to_thread.run_sync(store.counts, "healthz")
+        except Exception as exc:
+            return JSONResponse({"status": "unhealthy", "error": type(exc).__name__}, 503)
+        return JSONResponse({"status": "ok", "mode": config.mode})
+
+    async def metrics_route(request: Request) -> Response:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        logger.info("memory server in front of %s (%s mode)", config.upstream_root, config.mode)
+        try:
+            yield
+        finally:
+            await client.aclose()
+            if not await anyio.to_thread.run_sync(users.flush, EXIT_WAIT_SECONDS):
+                logger.warning("some memories are not embedded yet; the next start embeds them")
+            store.close()
+
+    routes: list[Any] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_route, methods=["GET"]),
+        *memory_routes(config, users),
+        Route("/v1/chat/completions", proxy.chat, methods=["POST"]),
+        Route("/v1/messages", proxy.messages, methods=["POST"]),
+        Route("/v1/{path:path}", proxy.passthrough, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.users = users
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,83 @@
+"""The memories a server holds: one store, one embedder, and per-user state in a bounded cache.
+
+A ``UserMemory`` holds nothing but its user id and the shared store and embedder, so one is made per
+request. What a user's ``FastMemory`` keeps between calls (the protocol counters, the blocks its
+earlier answers carried) lives in an LRU of at most ``max_users`` entries: a user evicted from it
+loses only that, never a memory. Embedding runs in the store's one worker thread for every user.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from headroom.memory import UserMemory
+from headroom.memory._embedders import Embedder
+from headroom.memory._fast import FastMemory, Turn
+from headroom.memory._inject import DEFAULT_MIN_SCORE
+from headroom.memory._protocol import ParseResult
+from headroom.memory._store import Store
+
+from ._config import ServerConfig
+from ._metrics import Metrics
+
+__all__ = ["Users"]
+
+logger = logging.getLogger(__name__)
+
+
+class _CountedFastMemory(FastMemory):
+    """``FastMemory`` that reports what it stored to the server's metrics."""
+
+    metrics: Metrics
+
+    def store(self, result: ParseResult | None, turn: Turn) -> list[Any]:
+        stored = super().store(result, turn)
+        if stored:
+            self.metrics.stored(len(stored))
+        return stored
+
+
+class Users:
+    def __init__(self, store: Store, embedder: Embedder, config: ServerConfig, metrics: Metrics) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.config = config
+        self.metrics = metrics
+        self._cores: OrderedDict[str, FastMemory] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def memory(self, user_id: str) -> UserMemory:
+        return UserMemory(user_id, self.store, self.embedder)
+
+    def core(self, user_id: str) -> FastMemory:
+        """The user's ``FastMemory``: instructed inline in fast mode; in background mode (a
+        ``record`` set by the server) the reply is left as written and the turn queued."""
+        with self._lock:
+            core = self._cores.get(user_id)
+            if core is not None:
+                self._cores.move_to_end(user_id)
+                return core
+        min_score = DEFAULT_MIN_SCORE if self.config.min_score is None else self.config.min_score
+        core = _CountedFastMemory(self.memory(user_id), top_k=self.config.top_k, min_score=min_score,
+                                  record=self.record)
+        core.metrics = self.metrics
+        with self._lock:
+            core = self._cores.setdefault(user_id, core)
+            while len(self._cores) > self.config.max_users:
+                self._cores.popitem(last=False)
+        return core
+
+    #: Set by the server in background mode: queue a turn for extraction.
+    record: Any = None
+
+    def __len__(self) -> int:
+        return len(self._cores)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait for memories written but not yet embedded (at most ``timeout`` seconds)."""
+        from headroom.memory._deferred import EmbeddingWorker
+
+        return EmbeddingWorker.of(self.store, self.embedder).wait(timeout)

@@ -1,0 +1,270 @@
+"""The memory server over 127.0.0.1: the real openai and anthropic SDKs and plain httpx, in front of
+the scripted upstream, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from headroom._scripted_server import ScriptedServer  # noqa: E402
+from headroom.memory._backends import open_store  # noqa: E402
+from headroom.server import ServerConfig  # noqa: E402
+
+from .server import RunningServer  # noqa: E402
+
+ADMIN = "admin-token-for-tests"
+
+
+@pytest.fixture
+def upstream():
+    with ScriptedServer() as server:
+        yield server
+
+
+def start(upstream, db_path, local_embedder, **options):
+    config = ServerConfig(upstream=upstream.base_url, secret=b"test-secret", admin_token=ADMIN, **options)
+    store = open_store(db_path, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim)
+    return RunningServer(config, embedder=local_embedder, store=store)
+
+
+@pytest.fixture
+def server(upstream, db_path, local_embedder):
+    with start(upstream, db_path, local_embedder) as running:
+        yield running
+
+
+def chat(server, key="key-alice", **options):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, **options)
+
+
+def admin(server, method, path, **kwargs):
+    return httpx.request(method, server.url + path, headers={"Authorization": f"Bearer {ADMIN}"}, **kwargs)
+
+
+def whoami(server, key):
+    return httpx.get(server.url + "/v1/memory/whoami", headers={"Authorization": f"Bearer {key}"}).json()["user_id"]
+
+
+def memories(server, key):
+    server.app.state.users.flush(10)
+    listed = admin(server, "GET", f"/v1/memory/users/{whoami(server, key)}/memories")
+    assert listed.status_code == 200
+    return [m["text"] for m in listed.json()["memories"]]
+
+
+def injected(upstream) -> str:
+    """What the last chat request sent upstream said, all messages together."""
+    body = upstream.requests[-1].body
+    return json.dumps(body.get("messages")) + json.dumps(body.get("system"))
+
+
+def test_openai_sdk_gets_answers_without_the_block_and_memory_is_kept(server, upstream):
+    client = chat(server)
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer Rust."}])
+    assert reply.choices[0].message.content == "Thanks, noted: Prefers Rust."
+    assert "<memory>" in upstream.requests[-1].body["messages"][0]["content"]  # the instruction went up
+    assert memories(server, "key-alice") == ["Prefers Rust"]
+    again = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Which programming language do I prefer?"}])
+    assert "Prefers Rust" in injected(upstream)
+    assert "Prefers Rust" in again.choices[0].message.content
+    assert "<memory>" not in again.choices[0].message.content
+
+
+def test_openai_streaming_strips_the_block_as_it_passes(server, upstream):
+    stream = chat(server).chat.completions.create(
+        model="m", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "We use PostgreSQL."}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Thanks, noted: Uses PostgreSQL."
+    assert chunks[-1].usage is not None  # the SDK's own chunks, all of them, in order
+    assert memories(server, "key-alice") == ["Uses PostgreSQL"]
+
+
+def test_async_openai_sdk_plain_and_streaming(server, upstream):
+    async def run() -> tuple[str, str]:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="key-async", max_retries=0)
+        plain = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I love tea."}])
+        stream = await client.chat.completions.create(model="m", stream=True,
+                                                      messages=[{"role": "user", "content": "We use Go."}])
+        streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await client.close()
+        return plain.choices[0].message.content, streamed
+
+    plain, streamed = asyncio.run(run())
+    assert plain == "Thanks, noted: Prefers tea." and streamed == "Thanks, noted: Uses Go."
+    assert sorted(memories(server, "key-async")) == ["Prefers tea", "Uses Go"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_sdk_through_the_messages_api(server, upstream, stream):
+    client = anthropic.Anthropic(base_url=server.url, api_key="key-claude", max_retries=0)
+    request = {"model": "claude", "max_tokens": 100, "messages": [{"role": "user", "content": "I prefer Haskell."}]}
+    if stream:
+        with client.messages.stream(**request) as events:
+            text = "".join(events.text_stream)
+    else:
+        text = client.messages.create(**request).content[0].text
+    assert text == "Thanks, noted: Prefers Haskell."
+    assert "<memory>" in upstream.requests[-1].body["system"]
+    assert memories(server, "key-claude") == ["Prefers Haskell"]
+
+
+def test_async_anthropic_streaming(server, upstream):
+    async def run() -> str:
+        client = anthropic.AsyncAnthropic(base_url=server.url, api_key="key-claude-async", max_retries=0)
+        stream = await client.messages.create(model="c", max_tokens=50, stream=True,
+                                              messages=[{"role": "user", "content": "We use Kafka."}])
+        text = "".join([e.delta.text async for e in stream if e.type == "content_block_delta"])
+        await client.close()
+        return text
+
+    assert asyncio.run(run()) == "Thanks, noted: Uses Kafka."
+    assert memories(server, "key-claude-async") == ["Uses Kafka"]
+
+
+def test_two_api_keys_never_see_each_others_memories(server, upstream):
+    chat(server, "key-one").chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer Rust."}])
+    chat(server, "key-two").chat.completions.create(model="m", messages=[{"role": "user", "content": "Which programming language do I prefer?"}])
+    assert "Rust" not in injected(upstream)
+    chat(server, "key-one").chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Which programming language do I prefer?"}])
+    assert "Prefers Rust" in injected(upstream)  # the question finds the memory, for its owner
+    assert whoami(server, "key-one") != whoami(server, "key-two")
+    assert memories(server, "key-two") == []
+    # A header naming another user is not honoured unless the server was told to trust it.
+    one = whoami(server, "key-one")
+    chat(server, "key-two", default_headers={"X-Memory-User": one}).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Which programming language do I prefer?"}])
+    assert "Rust" not in injected(upstream)
+    assert one.startswith("key-") and "key-one" not in one  # a keyed hash, never the key
+
+
+def test_the_user_header_is_honoured_when_trusted(upstream, db_path, local_embedder):
+    with start(upstream, db_path, local_embedder, trust_user_header=True) as server:
+        for key in ("key-a", "key-b"):
+            chat(server, key, default_headers={"X-Memory-User": "team-7"}).chat.completions.create(
+                model="m", messages=[{"role": "user", "content": f"I prefer {key}."}])
+        listed = admin(server, "GET", "/v1/memory/users/team-7/memories").json()["memories"]
+        assert sorted(m["text"] for m in listed) == ["Prefers key-a", "Prefers key-b"]
+        bad = httpx.post(server.url + "/v1/chat/completions", json={"model": "m", "messages": []},
+                         headers={"X-Memory-User": "", "Authorization": "Bearer k"})
+        assert bad.status_code != 500
+
+
+def test_opting_out_sends_the_request_as_written(server, upstream):
+    client = chat(server, default_headers={"X-Memory": "off"})
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer Rust."}])
+    assert upstream.requests[-1].body["messages"] == [{"role": "user", "content": "I prefer Rust."}]
+    assert reply.choices[0].message.content == "Thanks, noted: Prefers Rust."  # no instruction, no block
+    assert "x-memory" not in {k.lower() for k in upstream.requests[-1].headers}
+    assert memories(server, "key-alice") == []
+
+
+def test_upstream_errors_reach_the_caller_unchanged(server, upstream):
+    upstream.handlers["/v1/chat/completions"] = lambda body: (
+        429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "7", "x-request-id": "r1"})
+    with pytest.raises(openai.RateLimitError) as caught:
+        chat(server).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert caught.value.response.headers["x-request-id"] == "r1"
+    assert caught.value.body == {"message": "slow down", "type": "rate_limit"}
+    upstream.handlers["/v1/chat/completions"] = lambda body: (500, {"error": {"message": "boom"}})
+    with pytest.raises(openai.InternalServerError, match="boom"):
+        chat(server).chat.completions.create(model="m", stream=True, messages=[{"role": "user", "content": "hi"}])
+    upstream.handlers["/v1/messages"] = lambda body: (529, {"type": "error", "error": {"type": "overloaded_error",
+                                                                                       "message": "busy"}})
+    with pytest.raises(anthropic.APIStatusError, match="busy") as failed:
+        anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0).messages.create(
+            model="c", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 529
+
+
+def test_an_upstream_that_does_not_answer_in_time_gives_504(upstream, db_path, local_embedder):
+    upstream.handlers["/v1/chat/completions"] = lambda body: (time.sleep(2), (200, {}))[1]
+    with start(upstream, db_path, local_embedder, timeout=0.3) as server:
+        with pytest.raises(openai.APIStatusError) as caught:
+            chat(server).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert caught.value.status_code == 504
+    with start(ScriptedServer(), db_path, local_embedder) as unreachable:  # never started: nothing listens
+        with pytest.raises(openai.APIStatusError) as caught:
+            chat(unreachable).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert caught.value.status_code == 502
+
+
+def test_a_client_that_leaves_mid_stream_costs_nothing(server, upstream):
+    upstream.stream_delay = 0.02
+    with httpx.stream("POST", server.url + "/v1/chat/completions", headers={"Authorization": "Bearer key-gone"},
+                      json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "I prefer Rust."}]},
+                      timeout=10) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+    time.sleep(0.3)
+    assert memories(server, "key-gone") == []  # its block never arrived whole: nothing stored
+    upstream.stream_delay = 0.0
+    reply = chat(server, "key-gone").chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer Go."}])
+    assert reply.choices[0].message.content == "Thanks, noted: Prefers Go."
+
+
+def test_other_api_calls_pass_through(server, upstream):
+    upstream.handlers["GET /v1/models"] = lambda body: (200, {"object": "list", "data": [{"id": "m", "object": "model",
+                                                                                        "created": 0, "owned_by": "x"}]})
+    client = chat(server)
+    assert [m.id for m in client.models.list()] == ["m"]
+    vectors = client.embeddings.create(model="e", input=["a", "b"])
+    assert len(vectors.data) == 2
+    assert upstream.requests[-1].path == "/v1/embeddings"
+    assert {k.lower(): v for k, v in upstream.requests[-1].headers.items()}["authorization"] == "Bearer key-alice"
+
+
+def test_health_and_metrics(server, upstream):
+    assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+    chat(server).chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer Rust."}])
+    server.app.state.users.flush(10)
+    text = httpx.get(server.url + "/metrics").text
+    assert 'headroom_requests_total{route="chat.completions",status="200"} 1' in text
+    assert 'headroom_upstream_seconds_count{route="chat.completions"} 1' in text
+    assert "headroom_memories_stored_total 1" in text
+
+
+def test_memory_rest_api(server, upstream):
+    assert httpx.get(server.url + "/v1/memory/users").status_code == 401
+    assert httpx.get(server.url + "/v1/memory/users", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    base = "/v1/memory/users/bob"
+    added = admin(server, "POST", base + "/memories", json={"text": "Is allergic to peanuts", "category": "fact"})
+    assert added.status_code == 201
+    memory_id = added.json()["id"]
+    admin(server, "POST", base + "/memories", json={"text": "Prefers window seats", "category": "preference"})
+    found = admin(server, "POST", base + "/search", json={"query": "food to avoid", "top_k": 1}).json()["results"]
+    assert [r["text"] for r in found] == ["Is allergic to peanuts"] and 0 < found[0]["score"] <= 1
+    assert admin(server, "GET", f"{base}/memories/{memory_id}").json()["text"] == "Is allergic to peanuts"
+    assert len(admin(server, "GET", f"{base}/memories/{memory_id}/history").json()["versions"]) == 1
+    assert admin(server, "GET", base + "/stats").json()["total_memories"] == 2
+    assert "db_path" not in admin(server, "GET", base + "/stats").json()
+    lines = admin(server, "GET", base + "/export").text.splitlines()
+    assert json.loads(lines[0])["headroom_export"] == 1 and len(lines) == 3 and json.loads(lines[1])["vector"]
+    assert [u["user_id"] for u in admin(server, "GET", "/v1/memory/users").json()["users"]] == ["bob"]
+    assert admin(server, "DELETE", f"{base}/memories/{memory_id}").status_code == 200
+    missing = admin(server, "GET", f"{base}/memories/{memory_id}")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "NotFoundError"
+    bad = admin(server, "POST", base + "/memories", json={"text": "", "category": "fact"})
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "InvalidInputError"
+    assert admin(server, "POST", base + "/memories", content=b"{not json").status_code == 400
+    assert admin(server, "DELETE", base).json() == {"deleted": 1}
+    assert admin(server, "GET", base + "/memories").json() == {"memories": []}
+
+
+def test_the_rest_api_is_off_without_an_admin_token(upstream, db_path, local_embedder):
+    config = ServerConfig(upstream=upstream.base_url, secret=b"s")
+    store = open_store(db_path, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim)
+    with RunningServer(config, embedder=local_embedder, store=store) as server:
+        assert httpx.get(server.url + "/v1/memory/users", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 403
