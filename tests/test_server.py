@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
+from typing import Any
 
 import anthropic
 import httpx
@@ -195,7 +197,12 @@ def test_an_upstream_that_does_not_answer_in_time_gives_504(upstream, db_path, l
         with pytest.raises(openai.APIStatusError) as caught:
             chat(server).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
         assert caught.value.status_code == 504
-    with start(ScriptedServer(), db_path, local_embedder) as unreachable:  # never started: nothing listens
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = ServerConfig(upstream=f"http://127.0.0.1:{port}/v1", secret=b"s")
+    store = open_store(db_path, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim)
+    with RunningServer(config, embedder=local_embedder, store=store) as unreachable:
         with pytest.raises(openai.APIStatusError) as caught:
             chat(unreachable).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
         assert caught.value.status_code == 502
@@ -268,3 +275,87 @@ def test_the_rest_api_is_off_without_an_admin_token(upstream, db_path, local_emb
     store = open_store(db_path, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim)
     with RunningServer(config, embedder=local_embedder, store=store) as server:
         assert httpx.get(server.url + "/v1/memory/users", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 403
+
+
+def test_mcp_tools_over_streamable_http(server, upstream):
+    import httpx2
+    from mcp.client.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def session(key: str, steps):
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
+            async with Client(streamable_http_client(server.url + "/mcp", http_client=http)) as client:
+                return await steps(client)
+
+    async def remember(client):
+        tools = sorted(t.name for t in (await client.list_tools()).tools)
+        stored = await client.call_tool("remember", {"text": "Is allergic to peanuts", "category": "fact"})
+        return tools, stored
+
+    async def recall(client):
+        found = await client.call_tool("recall", {"query": "any food to avoid at dinner?"})
+        listed = await client.call_tool("list_memories", {})
+        return found, listed
+
+    tools, stored = asyncio.run(session("key-mcp", remember))
+    assert tools == ["forget", "list_memories", "recall", "remember"]
+    assert not stored.is_error
+    found, listed = asyncio.run(session("key-mcp", recall))
+    assert "Is allergic to peanuts" in json.dumps(found.structured_content)
+    other, _ = asyncio.run(session("key-someone-else", recall))
+    assert "peanuts" not in json.dumps(other.structured_content)
+    # The proxy's chat calls see what the tool stored: one store, one user per key.
+    assert memories(server, "key-mcp") == ["Is allergic to peanuts"]
+
+
+def test_mcp_over_stdio_and_serve_from_the_command_line(upstream, sqlite_path, tmp_path):
+    """Both commands as an agent and an app run them: real subprocesses."""
+    import os
+    import subprocess
+    import sys
+
+    from mcp.client.client import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    env = {**os.environ, "HEADROOM_MEMORY_DB": sqlite_path, "HEADROOM_SERVER_SECRET": "s"}
+    command = [sys.executable, "-m", "headroom.cli"]
+    stdio = StdioServerParameters(command=command[0], args=[*command[1:], "mcp", "--user", "dana"], env=env)
+
+    async def use() -> tuple[Any, Any]:
+        async with Client(stdio) as client:
+            await client.call_tool("remember", {"text": "Prefers aisle seats", "category": "preference"})
+            return await client.call_tool("recall", {"query": "where do I like to sit on planes?"}), \
+                await client.call_tool("forget", {"memory_id": "nope"})
+
+    found, missing = asyncio.run(use())
+    assert "Prefers aisle seats" in json.dumps(found.structured_content)
+    assert "False" in str(missing.content) or "false" in json.dumps(missing.structured_content)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([*command, "serve", "--upstream", upstream.base_url, "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read() if process.poll() else ""
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="key-cli", max_retries=0)
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Terraform."}])
+        assert reply.choices[0].message.content == "Thanks, noted: Uses Terraform."
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode in (0, -15) and "Application shutdown complete" in err, err  # uvicorn re-raises SIGTERM
+    assert "key-cli" not in err  # keys never reach the log
+    from headroom.memory import open_memory
+    from headroom.server._config import ServerConfig, user_of
+    user = user_of({"authorization": "Bearer key-cli"}, ServerConfig(upstream="", secret=b"s"))
+    with open_memory(user, sqlite_path) as memory:  # graceful shutdown embedded it: searchable at once
+        assert [m.text for m, _ in memory.search("infrastructure as code tool")] == ["Uses Terraform"]

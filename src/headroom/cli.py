@@ -443,6 +443,20 @@ def serve(ctx: _Context, upstream: str, host: str, port: int, server_db: str | N
                 date_header=False)
 
 
+@main.command("mcp")
+@click.option("-u", "--user", "user_id", envvar="HEADROOM_MEMORY_USER", required=True,
+              help="whose memory the tools reach ($HEADROOM_MEMORY_USER)")
+@click.pass_obj
+def mcp_(ctx: _Context, user_id: str) -> None:
+    """Memory as MCP tools over stdio (remember, recall, forget, list_memories), for an agent's MCP config."""
+    try:
+        from headroom.server._mcp import memory_tools
+    except ImportError as exc:
+        _fail(EXIT_REFUSED, f"MCP needs the [server] extra: pip install 'headroom-memory[server]' ({exc})")
+    memory = _guarded(lambda: ctx.memory(user_id))
+    memory_tools(lambda headers: memory).run()  # stdio: stdout carries the protocol, nothing else
+
+
 # -- the demo and the model ---------------------------------------------------------------------------
 
 

@@ -22,7 +22,8 @@ from headroom.memory._deferred import EXIT_WAIT_SECONDS
 from headroom.memory._embedders import Embedder, make_embedder
 from headroom.memory._store import Store
 
-from ._config import ServerConfig
+from ._config import ServerConfig, user_of
+from ._mcp import memory_tools
 from ._metrics import Metrics
 from ._proxy import Proxy
 from ._rest import memory_routes
@@ -55,11 +56,21 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store:
     async def metrics_route(request: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    def memory_of(headers: Any) -> Any:
+        user = user_of(headers or {}, config)
+        if user is None:
+            raise ValueError("send the API key you call models with (Authorization: Bearer ...)")
+        return users.memory(user)
+
+    mcp = memory_tools(memory_of)
+    mcp_routes = mcp.streamable_http_app(streamable_http_path="/mcp", host=config.host).routes
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logger.info("memory server in front of %s (%s mode)", config.upstream_root, config.mode)
         try:
-            yield
+            async with mcp.session_manager.run():
+                yield
         finally:
             await client.aclose()
             if not await anyio.to_thread.run_sync(users.flush, EXIT_WAIT_SECONDS):
@@ -70,6 +81,7 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         *memory_routes(config, users),
+        *mcp_routes,
         Route("/v1/chat/completions", proxy.chat, methods=["POST"]),
         Route("/v1/messages", proxy.messages, methods=["POST"]),
         Route("/v1/{path:path}", proxy.passthrough, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
