@@ -56,8 +56,10 @@ def wait_up(url: str, process: subprocess.Popen) -> None:
 
 
 def run(base_url: str, clients: int, requests: int) -> tuple[np.ndarray, float]:
-    """Latencies (ms) of ``requests`` calls per client, and requests per second over the run."""
+    """Latencies (ms) of ``requests`` calls per client, and requests per second over the run; a
+    failed call fails the benchmark (its figures would hide it)."""
     times: list[float] = []
+    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def client(n: int) -> None:
@@ -66,7 +68,11 @@ def run(base_url: str, clients: int, requests: int) -> tuple[np.ndarray, float]:
         for i in range(requests):
             question = QUESTIONS[i % len(QUESTIONS)]
             started = time.perf_counter()
-            sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": question}])
+            try:
+                sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": question}])
+            except openai.APIError as exc:
+                errors.append(exc)
+                return
             mine.append((time.perf_counter() - started) * 1000)
         with lock:
             times.extend(mine)
@@ -77,6 +83,8 @@ def run(base_url: str, clients: int, requests: int) -> tuple[np.ndarray, float]:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {clients} clients failed, first: {errors[0]!r}")
     return np.array(times), len(times) / (time.perf_counter() - started)
 
 

@@ -359,3 +359,22 @@ def test_mcp_over_stdio_and_serve_from_the_command_line(upstream, sqlite_path, t
     user = user_of({"authorization": "Bearer key-cli"}, ServerConfig(upstream="", secret=b"s"))
     with open_memory(user, sqlite_path) as memory:  # graceful shutdown embedded it: searchable at once
         assert [m.text for m, _ in memory.search("infrastructure as code tool")] == ["Uses Terraform"]
+
+
+def test_background_mode_extracts_every_users_turns_in_one_pool(upstream, db_path, local_embedder):
+    with start(upstream, db_path, local_embedder, mode="background", extraction_key="server-key") as server:
+        reply = chat(server, "key-bg").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "I prefer Rust."}])
+        assert "<memory>" not in upstream.chat_requests()[0]["messages"][0]["content"]  # not instructed
+        assert reply.choices[0].message.content == "Thanks, noted: Prefers Rust."
+        with anthropic.Anthropic(base_url=server.url, api_key="key-bg2", max_retries=0).messages.stream(
+                model="c", max_tokens=50, messages=[{"role": "user", "content": "We use Kafka."}]) as events:
+            assert "".join(events.text_stream) == "Thanks, noted: Uses Kafka."
+        deadline = time.monotonic() + 30
+        while (memories(server, "key-bg"), memories(server, "key-bg2")) != (["Prefers Rust"], ["Uses Kafka"]):
+            assert time.monotonic() < deadline, (memories(server, "key-bg"), memories(server, "key-bg2"))
+            time.sleep(0.1)
+        extraction = [r for r in upstream.requests if r.body.get("max_tokens") == 512]
+        assert {r.path for r in extraction} == {"/v1/chat/completions", "/v1/messages"}  # each in its own API
+        assert all("server-key" in json.dumps(r.headers) for r in extraction)  # the server's key, not a caller's
+        assert "headroom_queue_depth 0" in httpx.get(server.url + "/metrics").text

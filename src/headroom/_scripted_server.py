@@ -215,6 +215,10 @@ def rule_based_reply(body: dict[str, Any]) -> str:
     return answer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default of 5 resets connections under 50 concurrent clients
+
+
 @dataclass
 class ScriptedServer:
     """Routes ``POST /v1/<path>`` to a handler; by default it answers embeddings deterministically."""
@@ -301,7 +305,7 @@ class ScriptedServer:
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -424,18 +424,28 @@ def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> Non
 @click.option("--secret-file", default=None,
               help="the secret that maps API keys to memory users ($HEADROOM_SERVER_SECRET, else ~/.headroom/server-secret)")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option("--mode", type=click.Choice(["fast", "background"]), default="fast", show_default=True,
+              help="fast: the model writes a memory block inline; background: a separate call extracts, "
+                   "with $HEADROOM_UPSTREAM_API_KEY")
 @click.pass_obj
 def serve(ctx: _Context, upstream: str, host: str, port: int, server_db: str | None, trust_user_header: bool,
-          admin_token: str | None, secret_file: str | None, top_k: int) -> None:
+          admin_token: str | None, secret_file: str | None, top_k: int, mode: str) -> None:
     """Serve memory to any OpenAI- or Anthropic-API client: point its base URL at this server."""
+    import os
+
     try:
         import uvicorn
 
         from headroom.server import ServerConfig, create_app, load_secret
     except ImportError as exc:
         _fail(EXIT_REFUSED, f"the server needs the [server] extra: pip install 'headroom-memory[server]' ({exc})")
+    extraction_key = os.environ.get("HEADROOM_UPSTREAM_API_KEY")
+    if mode == "background" and not extraction_key:
+        click.echo("background mode: $HEADROOM_UPSTREAM_API_KEY is not set; extraction calls go without a key",
+                   err=True)
     config = ServerConfig(upstream=upstream, secret=load_secret(secret_file), db=server_db or ctx.db,
-                          trust_user_header=trust_user_header, admin_token=admin_token, top_k=top_k)
+                          trust_user_header=trust_user_header, admin_token=admin_token, top_k=top_k,
+                          mode=mode, extraction_key=extraction_key, host=host)  # type: ignore[arg-type]
     app = _guarded(lambda: create_app(config, embedder=ctx.embedder()))
     click.echo(f"memory server on http://{host}:{port}/v1 in front of {config.upstream_root}", err=True)
     # The upstream's Date and Server headers reach the caller, not uvicorn's own beside them.

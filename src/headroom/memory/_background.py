@@ -39,7 +39,7 @@ from ._store import Store
 if TYPE_CHECKING:
     from ._fast import AsyncClient
 
-__all__ = ["with_memory", "ExtractionWorker", "RetryPolicy"]
+__all__ = ["with_memory", "ExtractionWorker", "RetryPolicy", "run_job", "make_caller"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,45 +174,55 @@ class ExtractionWorker:
             with self._cond:
                 self._cond.notify_all()
 
-    def _known(self, said: list[str]) -> list[Any]:
-        query = " ".join(said).strip()
-        if not query:
-            return []
-        try:
-            found = self.memory.search(query[:2000], top_k=KNOWN_MEMORIES)
-        except HeadroomMemoryError as exc:
-            logger.warning("could not look up known memories for extraction: %s", exc)
-            return []
-        return [m for m, score in found if score >= self.min_score]
-
     def _process(self, job: Job) -> None:
-        said = [str(t) for t in job.payload.get("said") or []]
-        reply = str(job.payload.get("reply") or "")
-        model = self.model or job.payload.get("model")
-        try:
-            if not model:
-                raise InvalidInputError("no model to extract with: pass extraction_model=")
-            known = self._known(said)
-            system, user = extraction_prompt(said, reply, known)
-            answer = self._call(system, user, model)
-            parsed = parse_reply(answer)
-            for problem in parsed.problems:
-                logger.warning("memory block from extraction: %s", problem)
-            keep = from_user([m.text for m in parsed.memories], "\n".join(said), reply, self.memory.embedder)
-            if not all(keep):
-                logger.info("extraction proposed %d notes that are not the user's (questions, the reply's "
-                            "words); dropped", keep.count(False))
-            items = [{"text": m.text, "category": m.category, "replaces": resolve_replaces(m.replaces, known)}
-                     for m, mine in zip(parsed.memories, keep) if mine]
-            self.memory.add_many(items, source="background", done=job)
-        except LeaseLost as exc:
-            logger.info("%s", exc)
-        except Exception as exc:  # the model's API, the embedder, the store: retried, then kept as failed
-            error = f"{type(exc).__name__}: {exc}"
-            if self.queue.fail(job, error, self.policy):
-                logger.warning("extraction job %d failed (attempt %d), will retry: %s", job.id, job.attempts + 1, error)
-            else:
-                logger.error("extraction job %d failed %d times; kept as failed: %s", job.id, job.attempts + 1, error)
+        run_job(job, self.memory, self._call, self.queue, self.policy, self.model, self.min_score)
+
+
+def known_memories(memory: UserMemory, said: list[str], min_score: float) -> list[Any]:
+    """What the user already has about what they said: shown to the extraction call so a
+    correction can name what it replaces."""
+    query = " ".join(said).strip()
+    if not query:
+        return []
+    try:
+        found = memory.search(query[:2000], top_k=KNOWN_MEMORIES)
+    except HeadroomMemoryError as exc:
+        logger.warning("could not look up known memories for extraction: %s", exc)
+        return []
+    return [m for m, score in found if score >= min_score]
+
+
+def run_job(job: Job, memory: UserMemory, call: Caller, queue: JobQueue, policy: RetryPolicy, model: str | None,
+            min_score: float) -> None:
+    """Extract one queued turn and store its memories in the transaction that removes the job;
+    a failure is recorded on the job (retried with backoff, then kept as failed)."""
+    said = [str(t) for t in job.payload.get("said") or []]
+    reply = str(job.payload.get("reply") or "")
+    model = model or job.payload.get("model")
+    try:
+        if not model:
+            raise InvalidInputError("no model to extract with: pass extraction_model=")
+        known = known_memories(memory, said, min_score)
+        system, user = extraction_prompt(said, reply, known)
+        answer = call(system, user, model)
+        parsed = parse_reply(answer)
+        for problem in parsed.problems:
+            logger.warning("memory block from extraction: %s", problem)
+        keep = from_user([m.text for m in parsed.memories], "\n".join(said), reply, memory.embedder)
+        if not all(keep):
+            logger.info("extraction proposed %d notes that are not the user's (questions, the reply's "
+                        "words); dropped", keep.count(False))
+        items = [{"text": m.text, "category": m.category, "replaces": resolve_replaces(m.replaces, known)}
+                 for m, mine in zip(parsed.memories, keep) if mine]
+        memory.add_many(items, source="background", done=job)
+    except LeaseLost as exc:
+        logger.info("%s", exc)
+    except Exception as exc:  # the model's API, the embedder, the store: retried, then kept as failed
+        error = f"{type(exc).__name__}: {exc}"
+        if queue.fail(job, error, policy):
+            logger.warning("extraction job %d failed (attempt %d), will retry: %s", job.id, job.attempts + 1, error)
+        else:
+            logger.error("extraction job %d failed %d times; kept as failed: %s", job.id, job.attempts + 1, error)
 
 
 @overload

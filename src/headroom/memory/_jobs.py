@@ -48,9 +48,9 @@ class JobQueue(Protocol):
         """Queue a turn (a JSON-able payload) durably; returns the job's id."""
         ...
 
-    def take(self, user_id: str) -> Job | None:
-        """The oldest job of this user that is due, or was left running by a dead or late owner,
-        now leased to the caller."""
+    def take(self, user_id: str | None) -> Job | None:
+        """The oldest job of this user (None: of any user, for a pool serving many) that is due,
+        or was left running by a dead or late owner, now leased to the caller."""
         ...
 
     def fail(self, job: Job, error: str, policy: RetryPolicy) -> bool:
@@ -61,8 +61,8 @@ class JobQueue(Protocol):
         """Put this user's failed jobs back in the queue with a fresh count of attempts."""
         ...
 
-    def counts(self, user_id: str) -> dict[str, int]:
-        """``{"pending": queued or running, "failed": kept as failed}`` for this user."""
+    def counts(self, user_id: str | None) -> dict[str, int]:
+        """``{"pending": queued or running, "failed": kept as failed}`` for this user (None: all)."""
         ...
 
     def failed_users(self) -> list[str]:

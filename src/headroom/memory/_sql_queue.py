@@ -66,24 +66,26 @@ class SQLJobQueue:
                 (user_id, json.dumps(payload), now, now),
             ).fetchone()[0])
 
-    def take(self, user_id: str) -> Job | None:
-        """The oldest job of this user that is due, or was left running by a dead or late owner."""
+    def take(self, user_id: str | None) -> Job | None:
+        """The oldest job of this user (None: of any user) that is due, or was left running by a
+        dead or late owner."""
         now = time.time()
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        whose, args = ("user_id = ? AND ", (user_id, now)) if user_id is not None else ("", (now,))
         with self.store.transaction() as db:
             rows = db.execute(
-                "SELECT id, payload, attempts, status, lease_owner, lease_until FROM extraction_jobs "
-                "WHERE user_id = ? AND status != 'failed' AND next_attempt_at <= ? ORDER BY id" + self.store.row_lock,
-                (user_id, now),
+                "SELECT id, user_id, payload, attempts, status, lease_owner, lease_until FROM extraction_jobs "
+                f"WHERE {whose}status != 'failed' AND next_attempt_at <= ? ORDER BY id" + self.store.row_lock,
+                args,
             ).fetchall()
-            for job_id, payload, attempts, status, lease_owner, lease_until in rows:
+            for job_id, job_user, payload, attempts, status, lease_owner, lease_until in rows:
                 if status == "running" and lease_until > now and _alive_elsewhere(lease_owner):
                     continue
                 db.execute(
                     "UPDATE extraction_jobs SET status = 'running', lease_owner = ?, lease_until = ? WHERE id = ?",
                     (owner, now + self.lease_seconds, job_id),
                 )
-                return Job(job_id, user_id, json.loads(payload), attempts, owner)
+                return Job(job_id, job_user, json.loads(payload), attempts, owner)
         return None
 
     def fail(self, job: Job, error: str, policy: RetryPolicy) -> bool:
@@ -108,9 +110,9 @@ class SQLJobQueue:
                 (time.time(), user_id),
             ).rowcount
 
-    def counts(self, user_id: str) -> dict[str, int]:
-        rows = self.store.query(
-            "SELECT status, COUNT(*) FROM extraction_jobs WHERE user_id = ? GROUP BY status", (user_id,))
+    def counts(self, user_id: str | None) -> dict[str, int]:
+        whose, args = ("WHERE user_id = ? ", (user_id,)) if user_id is not None else ("", ())
+        rows = self.store.query(f"SELECT status, COUNT(*) FROM extraction_jobs {whose}GROUP BY status", args)
         found = {status: int(n) for status, n in rows}
         return {"pending": found.get("pending", 0) + found.get("running", 0), "failed": found.get("failed", 0)}
 

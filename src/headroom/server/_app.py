@@ -22,6 +22,7 @@ from headroom.memory._deferred import EXIT_WAIT_SECONDS
 from headroom.memory._embedders import Embedder, make_embedder
 from headroom.memory._store import Store
 
+from ._background import Extraction
 from ._config import ServerConfig, user_of
 from ._mcp import memory_tools
 from ._metrics import Metrics
@@ -45,6 +46,10 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store:
     client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(config.timeout, connect=10.0),
                                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
     proxy = Proxy(config, users, metrics, client)
+    extraction = Extraction(users, config) if config.mode == "background" else None
+    if extraction is not None:
+        users.record = extraction.record
+        metrics.queue_depth = extraction.depth
 
     async def healthz(request: Request) -> Response:
         try:
@@ -68,11 +73,15 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logger.info("memory server in front of %s (%s mode)", config.upstream_root, config.mode)
+        if extraction is not None:
+            extraction.kick()  # take up what an earlier run left
         try:
             async with mcp.session_manager.run():
                 yield
         finally:
             await client.aclose()
+            if extraction is not None:
+                await anyio.to_thread.run_sync(extraction.stop, EXIT_WAIT_SECONDS)
             if not await anyio.to_thread.run_sync(users.flush, EXIT_WAIT_SECONDS):
                 logger.warning("some memories are not embedded yet; the next start embeds them")
             store.close()

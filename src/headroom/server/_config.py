@@ -39,6 +39,7 @@ class ServerConfig:
     min_score: float | None = None  # None: the library's default
     max_users: int = 10_000  # users whose per-user state (protocol counters, replayed blocks) is kept
     timeout: float = 600.0  # seconds to wait for the upstream's reply
+    extraction_key: str | None = None  # background mode: the server's own key for extraction calls
     host: str = "127.0.0.1"  # where the server listens: MCP's DNS-rebinding guard allows only this host
 
     @property

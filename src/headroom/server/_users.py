@@ -46,31 +46,34 @@ class Users:
         self.embedder = embedder
         self.config = config
         self.metrics = metrics
-        self._cores: OrderedDict[str, FastMemory] = OrderedDict()
+        self._cores: OrderedDict[tuple[str, str], FastMemory] = OrderedDict()
         self._lock = threading.Lock()
 
     def memory(self, user_id: str) -> UserMemory:
         return UserMemory(user_id, self.store, self.embedder)
 
-    def core(self, user_id: str) -> FastMemory:
-        """The user's ``FastMemory``: instructed inline in fast mode; in background mode (a
-        ``record`` set by the server) the reply is left as written and the turn queued."""
+    def core(self, user_id: str, dialect: str) -> FastMemory:
+        """The user's ``FastMemory`` for one API family: instructed inline in fast mode; in
+        background mode (``record`` set by the server) the reply is left as written and the turn
+        queued, with the family its extraction call must speak."""
+        key = (user_id, dialect)
         with self._lock:
-            core = self._cores.get(user_id)
+            core = self._cores.get(key)
             if core is not None:
-                self._cores.move_to_end(user_id)
+                self._cores.move_to_end(key)
                 return core
         min_score = DEFAULT_MIN_SCORE if self.config.min_score is None else self.config.min_score
+        record = self.record
         core = _CountedFastMemory(self.memory(user_id), top_k=self.config.top_k, min_score=min_score,
-                                  record=self.record)
+                                  record=None if record is None else lambda turn, reply: record(user_id, dialect, turn, reply))
         core.metrics = self.metrics
         with self._lock:
-            core = self._cores.setdefault(user_id, core)
+            core = self._cores.setdefault(key, core)
             while len(self._cores) > self.config.max_users:
                 self._cores.popitem(last=False)
         return core
 
-    #: Set by the server in background mode: queue a turn for extraction.
+    #: Set by the server in background mode: ``record(user_id, dialect, turn, reply)`` queues a turn.
     record: Any = None
 
     def __len__(self) -> int:
