@@ -126,6 +126,13 @@ def _raw_vectors(psycopg: Any) -> type:
     return RawVector
 
 
+def _reason(exc: Exception) -> str:
+    """What went wrong, without the server's DETAIL line: for a failed row it quotes the row, and
+    a memory's text must not reach the log through an error message."""
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+    return primary or str(exc).split("\nDETAIL:")[0]
+
+
 class PostgresStore(SQLStore):
     """Memories of many users in one PostgreSQL database (schema ``headroom``), for one embedding model."""
 
@@ -219,7 +226,7 @@ class PostgresStore(SQLStore):
                         self._tx = None
             except self._psycopg.Error as exc:
                 self._indexes.clear()
-                raise StorageError(f"write to {self.path} failed: {exc}") from exc
+                raise StorageError(f"write to {self.path} failed: {_reason(exc)}") from exc
             except BaseException:
                 self._indexes.clear()
                 raise
@@ -238,9 +245,9 @@ class PostgresStore(SQLStore):
                     if attempt == 1 and conn.broken:
                         logger.info("connection to %s broke (%s); reading again on a new one", self.path, exc)
                         continue
-                    raise StorageError(f"cannot read {self.path}: {exc}") from exc
+                    raise StorageError(f"cannot read {self.path}: {_reason(exc)}") from exc
                 except self._psycopg.Error as exc:
-                    raise StorageError(f"cannot read {self.path}: {exc}") from exc
+                    raise StorageError(f"cannot read {self.path}: {_reason(exc)}") from exc
             raise AssertionError("unreachable")
 
     def close(self) -> None:
