@@ -159,8 +159,8 @@ def test_the_user_header_is_honoured_when_trusted(upstream, db_path, local_embed
         listed = admin(server, "GET", "/v1/memory/users/team-7/memories").json()["memories"]
         assert sorted(m["text"] for m in listed) == ["Prefers key-a", "Prefers key-b"]
         bad = httpx.post(server.url + "/v1/chat/completions", json={"model": "m", "messages": []},
-                         headers={"X-Memory-User": "", "Authorization": "Bearer k"})
-        assert bad.status_code != 500
+                         headers={"X-Memory-User": "u" * 5000, "Authorization": "Bearer k"})
+        assert bad.status_code == 400 and "user_id is longer" in bad.json()["error"]["message"]
 
 
 def test_opting_out_sends_the_request_as_written(server, upstream):
