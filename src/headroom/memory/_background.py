@@ -39,7 +39,7 @@ from ._store import Store
 if TYPE_CHECKING:
     from ._fast import AsyncClient
 
-__all__ = ["with_memory", "ExtractionWorker", "RetryPolicy", "run_job", "make_caller"]
+__all__ = ["with_memory", "ExtractionWorker", "RetryPolicy", "run_job", "make_caller", "work_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,26 +156,34 @@ class ExtractionWorker:
     # -- work ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopping:
-                    return
-            try:
-                job = self.queue.take(self.memory.user_id)
-            except HeadroomMemoryError as exc:
-                logger.error("cannot read the extraction queue: %s", exc)
-                job = None
-            if job is None:
-                with self._cond:
-                    if not self._stopping:
-                        self._cond.wait(self._poll)  # a kick wakes us; the poll catches retries due
-                continue
-            self._process(job)
-            with self._cond:
-                self._cond.notify_all()
+        work_loop(self._cond, lambda: self._stopping, lambda: self.queue.take(self.memory.user_id), self._process,
+                  self._poll)
 
     def _process(self, job: Job) -> None:
         run_job(job, self.memory, self._call, self.queue, self.policy, self.model, self.min_score)
+
+
+def work_loop(cond: threading.Condition, stopping: Callable[[], bool], take: Callable[[], Job | None],
+              process: Callable[[Job], None], poll_seconds: float) -> None:
+    """A worker thread's loop: take a due job and process it, else sleep until kicked through
+    ``cond`` (or ``poll_seconds``, for retries that come due), until ``stopping()``."""
+    while True:
+        with cond:
+            if stopping():
+                return
+        try:
+            job = take()
+        except HeadroomMemoryError as exc:
+            logger.error("cannot read the extraction queue: %s", exc)
+            job = None
+        if job is None:
+            with cond:
+                if not stopping():
+                    cond.wait(poll_seconds)
+            continue
+        process(job)
+        with cond:
+            cond.notify_all()
 
 
 def known_memories(memory: UserMemory, said: list[str], min_score: float) -> list[Any]:

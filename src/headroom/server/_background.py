@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from headroom.memory import HeadroomMemoryError
-from headroom.memory._background import Caller, make_caller, run_job
+from headroom.memory._background import Caller, make_caller, run_job, work_loop
 from headroom.memory._dialects import ANTHROPIC, OPENAI
 from headroom.memory._fast import Turn
 from headroom.memory._inject import DEFAULT_MIN_SCORE
-from headroom.memory._jobs import RetryPolicy
+from headroom.memory._jobs import Job, RetryPolicy
 
 from ._config import ServerConfig
 from ._users import Users
@@ -95,21 +94,9 @@ class Extraction:
         return caller
 
     def _run(self) -> None:
+        work_loop(self._cond, lambda: self._stopping, lambda: self.queue.take(None), self._process, self._poll)
+
+    def _process(self, job: Job) -> None:
         min_score = DEFAULT_MIN_SCORE if self.config.min_score is None else self.config.min_score
-        while True:
-            with self._cond:
-                if self._stopping:
-                    return
-            try:
-                job = self.queue.take(None)
-            except HeadroomMemoryError as exc:
-                logger.error("cannot read the extraction queue: %s", exc)
-                job = None
-            if job is None:
-                with self._cond:
-                    if not self._stopping:
-                        self._cond.wait(self._poll)  # a kick wakes us; the poll catches retries due
-                continue
-            memory: Any = self.users.memory(job.user_id)
-            run_job(job, memory, self._caller(str(job.payload.get("dialect") or OPENAI.name)), self.queue,
-                    self.policy, None, min_score)
+        caller = self._caller(str(job.payload.get("dialect") or OPENAI.name))
+        run_job(job, self.users.memory(job.user_id), caller, self.queue, self.policy, None, min_score)
