@@ -378,3 +378,22 @@ def test_background_mode_extracts_every_users_turns_in_one_pool(upstream, db_pat
         assert {r.path for r in extraction} == {"/v1/chat/completions", "/v1/messages"}  # each in its own API
         assert all("server-key" in json.dumps(r.headers) for r in extraction)  # the server's key, not a caller's
         assert "headroom_queue_depth 0" in httpx.get(server.url + "/metrics").text
+
+
+def test_stopping_the_server_drains_queued_extractions(upstream, db_path, local_embedder):
+    from headroom._scripted_server import rule_based_reply
+    from headroom.memory import open_memory
+    from headroom.server._config import user_of
+
+    def slow_extraction(body):
+        if body.get("max_tokens") == 512:
+            time.sleep(1.0)
+        return rule_based_reply(body)
+
+    upstream.script_chat(slow_extraction)
+    with start(upstream, db_path, local_embedder, mode="background", extraction_key="k") as server:
+        chat(server, "key-late").chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Nix."}])
+        assert memories(server, "key-late") == []  # still being extracted when the server is told to stop
+    user = user_of({"authorization": "Bearer key-late"}, ServerConfig(upstream="", secret=b"test-secret"))
+    with open_memory(user, db_path, embedder=local_embedder) as memory:
+        assert [m.text for m in memory.get_all()] == ["Uses Nix"]
