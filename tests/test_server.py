@@ -353,7 +353,7 @@ def test_mcp_over_stdio_and_serve_from_the_command_line(upstream, sqlite_path, t
         process.terminate()
         _, err = process.communicate(timeout=30)
     assert process.returncode in (0, -15) and "Application shutdown complete" in err, err  # uvicorn re-raises SIGTERM
-    assert "key-cli" not in err  # keys never reach the log
+    assert "key-cli" not in err and "Terraform" not in err  # neither keys nor memories reach the log
     from headroom.memory import open_memory
     from headroom.server._config import ServerConfig, user_of
     user = user_of({"authorization": "Bearer key-cli"}, ServerConfig(upstream="", secret=b"s"))
