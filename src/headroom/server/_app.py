@@ -59,7 +59,8 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store:
         return JSONResponse({"status": "ok", "mode": config.mode})
 
     async def metrics_route(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        text = await anyio.to_thread.run_sync(metrics.render)  # the queue's depth is a database read
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     def memory_of(headers: Any) -> Any:
         user = user_of(headers or {}, config)

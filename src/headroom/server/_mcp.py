@@ -36,39 +36,36 @@ def memory_tools(memory_of: Callable[[Mapping[str, str] | None], UserMemory], *,
 
     server: Any = MCPServer(name, instructions=INSTRUCTIONS, log_level="WARNING")
 
-    def memory(ctx: Any) -> UserMemory:
-        request = getattr(ctx.request_context, "request", None)
-        return memory_of(getattr(request, "headers", None))
+    def headers(ctx: Any) -> Mapping[str, str] | None:
+        return getattr(getattr(ctx.request_context, "request", None), "headers", None)
 
-    async def call(function: Callable[[], Any]) -> Any:
+    async def call(ctx: Any, function: Callable[[UserMemory], Any]) -> Any:
+        """``function`` on the caller's memory, in a worker thread (opening it reads the database)."""
+        who = headers(ctx)
         try:
-            return await anyio.to_thread.run_sync(function)
+            return await anyio.to_thread.run_sync(lambda: function(memory_of(who)))
         except HeadroomMemoryError as exc:  # the model sees a tool error it can act on
             raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
     @server.tool()
     async def remember(text: str, ctx: Context, category: Category = "fact") -> dict[str, Any]:
         """Store a lasting fact, preference or ongoing context the user stated about themselves."""
-        mine = memory(ctx)
-        return _shown(await call(lambda: mine.add(text, category)))
+        return _shown(await call(ctx, lambda mine: mine.add(text, category)))
 
     @server.tool()
     async def recall(query: str, ctx: Context, top_k: int = 5) -> list[dict[str, Any]]:
         """The user's memories most relevant to query, best first, each with its similarity score."""
-        mine = memory(ctx)
-        found = await call(lambda: mine.search(query, top_k))
+        found = await call(ctx, lambda mine: mine.search(query, top_k))
         return [{**_shown(m), "score": round(score, 4)} for m, score in found]
 
     @server.tool()
     async def forget(memory_id: str, ctx: Context) -> dict[str, Any]:
         """Delete one memory by its id (as recall or list_memories show it)."""
-        mine = memory(ctx)
-        return {"deleted": await call(lambda: mine.delete(memory_id)), "id": memory_id}
+        return {"deleted": await call(ctx, lambda mine: mine.delete(memory_id)), "id": memory_id}
 
     @server.tool()
     async def list_memories(ctx: Context, category: Optional[Category] = None) -> list[dict[str, Any]]:
         """Every memory of the user, oldest first; category narrows it."""
-        mine = memory(ctx)
-        return [_shown(m) for m in await call(lambda: mine.get_all(category))]
+        return [_shown(m) for m in await call(ctx, lambda mine: mine.get_all(category))]
 
     return server

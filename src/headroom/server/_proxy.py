@@ -130,8 +130,11 @@ class Proxy:
             body, user = None, None  # not JSON: the upstream says what is wrong with it
         if not isinstance(body, dict) or user is None:
             return await self.passthrough(request, raw, route)
-        core = self.users.core(user, dialect.name)
-        shaped, turn = await anyio.to_thread.run_sync(core.before, body, dialect)
+        def shape() -> tuple[Any, dict[str, Any], Any]:  # a user new to this process is a database read
+            core = self.users.core(user, dialect.name)
+            return (core, *core.before(body, dialect))
+
+        core, shaped, turn = await anyio.to_thread.run_sync(shape)
         headers = _forwarded(request)
         sent = self.client.build_request("POST", self._url(request), headers=headers, json=shaped)
         if shaped.get("stream"):
