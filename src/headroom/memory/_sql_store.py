@@ -117,14 +117,15 @@ class SQLStore:
 
     def _check_model(self) -> None:
         with self.transaction() as db:
+            # The first store to open a new database names its model. A process starting at the same
+            # moment finds it named: a plain INSERT would fail there on PostgreSQL, where this
+            # transaction does not hold the database alone as SQLite's does.
+            db.executemany(
+                "INSERT INTO headroom_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                [("embedding_model", self.embedding_model), ("embedding_dim", str(self.embedding_dim))],
+            )
             rows = dict(db.execute("SELECT key, value FROM headroom_meta WHERE key IN (?, ?)",
                                    ("embedding_model", "embedding_dim")).fetchall())
-            if not rows:
-                db.executemany(
-                    "INSERT INTO headroom_meta (key, value) VALUES (?, ?)",
-                    [("embedding_model", self.embedding_model), ("embedding_dim", str(self.embedding_dim))],
-                )
-                return
         if rows.get("embedding_model") != self.embedding_model or rows.get("embedding_dim") != str(
             self.embedding_dim
         ):
