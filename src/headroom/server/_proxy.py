@@ -130,6 +130,7 @@ class Proxy:
             body, user = None, None  # not JSON: the upstream says what is wrong with it
         if not isinstance(body, dict) or user is None:
             return await self.passthrough(request, raw, route)
+
         def shape() -> tuple[Any, dict[str, Any], Any]:  # a user new to this process is a database read
             core = self.users.core(user, dialect.name)
             return (core, *core.before(body, dialect))
