@@ -33,6 +33,7 @@ from ._inject import (
     prepend_to_message,
 )
 from ._models import Memory
+from ._parser import ExtractedMemory
 from ._protocol import REMINDER, ParseResult, format_injection, resolve_replaces
 from ._replay import BlockReplay
 from ._store import Store
@@ -122,10 +123,14 @@ class FastMemory:
         return out, turn
 
     def store(self, result: ParseResult | None, turn: Turn) -> list[Memory]:
-        """Store what a reply's blocks held now, and embed it in one batch just after; what the
-        reply showed about the model (no block, a repaired one, an empty answer) is counted. Notes
-        that are not the user's (``_grounding.from_user``, its rules without an embedder) are dropped.
-        A ``replaces`` naming a note the turn showed (by number or text) is resolved here."""
+        """Store what a reply's blocks held (``extract`` then ``write``)."""
+        extracted = self.extract(result, turn)
+        return self.write(extracted, turn) if extracted else []
+
+    def extract(self, result: ParseResult | None, turn: Turn) -> list[ExtractedMemory]:
+        """The notes of a reply's blocks worth storing; what the reply showed about the model (no
+        block, a repaired one, an empty answer) is counted. Notes that are not the user's
+        (``_grounding.from_user``, its rules without an embedder) are dropped. No I/O."""
         if result is None:
             return []
         self.observed.reply(result)
@@ -133,8 +138,11 @@ class FastMemory:
         keep = from_user([m.text for m in result.memories], "\n".join(turn.said), result.text)
         extracted = [m for m, mine in zip(result.memories, keep) if mine]
         self.replay.remember(result.text, extracted)
-        if not extracted:
-            return []
+        return extracted
+
+    def write(self, extracted: list[ExtractedMemory], turn: Turn) -> list[Memory]:
+        """Store the notes now, and embed them in one batch just after. A ``replaces`` naming a note
+        the turn showed (by number or text) is resolved here. Failures are logged, never raised."""
         shown = [m for m, _ in turn.injected]
         try:
             return self.memory.add_many(
@@ -149,15 +157,26 @@ class FastMemory:
     def after(self, response: Any, turn: Turn, dialect: Dialect) -> Any:
         """The caller's reply: cleaned and its memories stored (inline), or its turn recorded.
         Whatever goes wrong here is logged; the caller always gets the response."""
+        write = self.settle(response, turn, dialect)
+        if write is not None:
+            write()
+        return response
+
+    def settle(self, response: Any, turn: Turn, dialect: Dialect) -> Callable[[], object] | None:
+        """``after`` without its I/O: the reply is cleaned in place and the step that writes (stores
+        its notes, or queues the turn) is returned, or None when there is nothing to write. The
+        server runs this on its event loop and only the write in a worker thread."""
         try:
             if turn.instructed:
-                self.store(dialect.clean(response), turn)
-            elif self.record is not None:
+                extracted = self.extract(dialect.clean(response), turn)
+                return (lambda: self.write(extracted, turn)) if extracted else None
+            if self.record is not None:
                 dialect.clean(response, blocks=False)  # echoes of the remembered context only
-                self._record(turn, dialect.reply_text(response))
+                reply = dialect.reply_text(response)
+                return (lambda: self._record(turn, reply)) if turn.said or reply else None
         except Exception:
             logger.exception("could not handle the reply's memory; the reply is returned as it is")
-        return response
+        return None
 
     def ask_again(self, turn: Turn) -> dict[str, Any] | None:
         """The request to send again when the model wrote only its memory block (small models do):

@@ -17,7 +17,7 @@ from headroom.memory import UserMemory
 from headroom.memory._embedders import Embedder
 from headroom.memory._fast import FastMemory, Turn
 from headroom.memory._inject import DEFAULT_MIN_SCORE
-from headroom.memory._protocol import ParseResult
+from headroom.memory._parser import ExtractedMemory
 from headroom.memory._store import Store
 
 from ._config import ServerConfig
@@ -33,8 +33,8 @@ class _CountedFastMemory(FastMemory):
 
     metrics: Metrics
 
-    def store(self, result: ParseResult | None, turn: Turn) -> list[Any]:
-        stored = super().store(result, turn)
+    def write(self, extracted: list[ExtractedMemory], turn: Turn) -> list[Any]:
+        stored = super().write(extracted, turn)
         if stored:
             self.metrics.stored(len(stored))
         return stored
