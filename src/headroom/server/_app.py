@@ -11,7 +11,6 @@ import logging
 from typing import Any, AsyncIterator
 
 import anyio
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -26,7 +25,7 @@ from ._background import Extraction
 from ._config import ServerConfig, user_of
 from ._mcp import memory_tools
 from ._metrics import Metrics
-from ._proxy import Proxy
+from ._proxy import Proxy, new_session
 from ._rest import memory_routes
 from ._users import Users
 
@@ -35,17 +34,14 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store: Store | None = None,
-               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store: Store | None = None) -> Starlette:
     """The server's app. ``embedder`` defaults to the local model; ``store`` to the one ``config.db``
-    names; ``transport`` to the network (tests may pass ``httpx.MockTransport``)."""
+    names."""
     embedder = embedder or make_embedder(True, None)
     store = store or open_store(config.db, embedding_model=embedder.name, embedding_dim=embedder.dim)
     metrics = Metrics()
     users = Users(store, embedder, config, metrics)
-    client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(config.timeout, connect=10.0),
-                               limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
-    proxy = Proxy(config, users, metrics, client)
+    proxy = Proxy(config, users, metrics)
     extraction = Extraction(users, config) if config.mode == "background" else None
     if extraction is not None:
         users.record = extraction.record
@@ -76,11 +72,12 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store:
         logger.info("memory server in front of %s (%s mode)", config.upstream_root, config.mode)
         if extraction is not None:
             extraction.kick()  # take up what an earlier run left
+        proxy.session = new_session(config)
         try:
             async with mcp.session_manager.run():
                 yield
         finally:
-            await client.aclose()
+            await proxy.session.close()
             if extraction is not None:
                 await anyio.to_thread.run_sync(extraction.stop, EXIT_WAIT_SECONDS)
             if not await anyio.to_thread.run_sync(users.flush, EXIT_WAIT_SECONDS):

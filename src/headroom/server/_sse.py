@@ -4,11 +4,13 @@ encoded back for the caller. No I/O of its own; the proxy feeds it lines and sen
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-__all__ = ["RawEvent", "decode", "encode", "DONE"]
+__all__ = ["RawEvent", "LineSplitter", "lines", "decode", "encode", "DONE"]
 
 DONE = "[DONE]"
 
@@ -20,6 +22,46 @@ class RawEvent:
 
     name: str | None
     data: str
+
+
+_BREAK = re.compile("\r\n|\r|\n")
+
+
+class LineSplitter:
+    """Bytes as they arrive, in chunks cut anywhere, to the lines of an event stream: ended by CRLF,
+    CR or LF as the SSE format allows (not by the other breaks ``str.splitlines`` knows). A CR at the
+    end of a chunk waits for the next one, which may begin with its LF."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        text = self._pending + self._decoder.decode(chunk)
+        held = text.endswith("\r")
+        *complete, self._pending = _BREAK.split(text[:-1] if held else text)
+        if held:
+            self._pending += "\r"
+        return complete
+
+    def end(self) -> list[str]:
+        """The last line, when the stream ended without a line break."""
+        text = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        if not text:
+            return []
+        found = _BREAK.split(text)
+        return found[:-1] if found[-1] == "" else found
+
+
+async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of a stream of bytes (see ``LineSplitter``)."""
+    splitter = LineSplitter()
+    async for chunk in chunks:
+        for line in splitter.feed(chunk):
+            yield line
+    for line in splitter.end():
+        yield line
 
 
 async def decode(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, Any]]:
