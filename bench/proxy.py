@@ -3,12 +3,16 @@
 
     .venv/bin/python bench/proxy.py [--requests 200] [--concurrency 1,10,50]
 
-The upstream is the scripted stand-in and the server a real ``headroom-memory serve``, each in its
-own process on 127.0.0.1; clients are threads of this process, each with its own API key (so its
-own memory user) and 20 memories already stored. Every call asks something its memories answer, so
-the server searches, injects, instructs the model and strips the block. "Library" is the same
-call through ``with_fast_memory`` in process, at one client. Added latency = proxied - direct,
-per percentile. Requests per second are counted over each whole run.
+The upstream is the scripted stand-in (HTTP/1.1, connections kept alive, as real model servers
+keep them) and the server a real ``headroom-memory serve``, each in its own process on 127.0.0.1;
+clients are threads of this process, each with its own API key (so its own memory user) and 20
+memories already stored. Every call asks something its memories answer, so the server searches,
+injects, instructs the model and strips the block. Added latency = proxied - direct, per percentile.
+
+The target (added p50 <= the library's own overhead + 2 ms) is measured at one client with the
+three calls interleaved (direct, through ``with_fast_memory`` in process, through the server), so
+a machine that speeds up or slows down during the run moves all three alike. The table then runs
+each path on its own at every concurrency; requests per second are counted over each whole run.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from headroom.server._config import ServerConfig, user_of
 SECRET = "bench-secret"
 FACTS = ["I prefer Rust for systems work.", "We use PostgreSQL for everything.", "I am a data engineer at a bank.",
          "I love hiking in the Alps.", "I prefer dark mode in every editor."]
+MEMORIES = [f"{fact} ({k})" if k else fact for k in range(4) for fact in FACTS]
 QUESTIONS = ["Which language should I use for a new CLI tool?", "What database fits my next project?",
              "Any weekend plans you would suggest?", "How should I set up my editor?"]
 
@@ -53,6 +58,21 @@ def wait_up(url: str, process: subprocess.Popen) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+def interleaved(upstream_url: str, proxy_url: str, library: openai.OpenAI, calls: int) -> dict[str, np.ndarray]:
+    """Latencies (ms) of the same question straight to the upstream, through the library and
+    through the server, one after the other, ``calls`` times."""
+    paths = {"direct": openai.OpenAI(base_url=upstream_url, api_key="k", max_retries=0), "library": library,
+             "proxied": openai.OpenAI(base_url=proxy_url, api_key="key-0", max_retries=0)}
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for i in range(calls):
+        messages = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+        for name, sdk in paths.items():
+            started = time.perf_counter()
+            sdk.chat.completions.create(model="m", messages=messages)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: np.array(values) for name, values in times.items()}
 
 
 def run(base_url: str, clients: int, requests: int) -> tuple[np.ndarray, float]:
@@ -101,10 +121,11 @@ def main() -> None:
     for n in range(max(levels)):  # 20 memories per user, stored before the server starts
         user = user_of({"authorization": f"Bearer key-{n}"}, ServerConfig(upstream="", secret=SECRET.encode()))
         with open_memory(user, db, embedder=embedder) as memory:
-            memory.add_many([f"{fact} ({k})" if k else fact for k in range(4) for fact in FACTS])
+            memory.add_many(MEMORIES)
     upstream = subprocess.Popen([sys.executable, "-c", (
-        "from headroom._scripted_server import ScriptedServer; import time; s = ScriptedServer().start(); "
-        "print(s.base_url, flush=True); time.sleep(1e9)")], stdout=subprocess.PIPE, text=True)
+        "from headroom._scripted_server import ScriptedServer; import time; "
+        "s = ScriptedServer(keep_alive=True).start(); print(s.base_url, flush=True); time.sleep(1e9)")],
+        stdout=subprocess.PIPE, text=True)
     upstream_url = upstream.stdout.readline().strip()  # type: ignore[union-attr]
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "headroom.cli", "serve", "--upstream", upstream_url,
@@ -117,19 +138,16 @@ def main() -> None:
 
         library = with_fast_memory(openai.OpenAI(base_url=upstream_url, api_key="k", max_retries=0), "key-lib",
                                    db_path=os.path.join(workdir, "library.db"), embedder=embedder)
-        library.memory.add_many(FACTS)
-        bare = openai.OpenAI(base_url=upstream_url, api_key="k", max_retries=0)
-        own = []
-        for i in range(args.requests):
-            messages = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
-            started = time.perf_counter()
-            bare.chat.completions.create(model="m", messages=messages)
-            middle = time.perf_counter()
-            library.chat.completions.create(model="m", messages=messages)
-            own.append((time.perf_counter() - middle - (middle - started)) * 1000)
-        library_p50 = float(np.percentile(own, 50))
-        print(f"library's own overhead (with_fast_memory - bare SDK, 1 client): p50 {library_p50:.2f} ms, "
-              f"p99 {np.percentile(own, 99):.2f} ms")
+        library.memory.add_many(MEMORIES)  # the same 20 as each server user
+        interleaved(upstream_url, proxy_url, library, 20)  # warm
+        paired = interleaved(upstream_url, proxy_url, library, args.requests * 2)
+        d50, d99 = np.percentile(paired["direct"], [50, 99])
+        l50, l99 = np.percentile(paired["library"], [50, 99])
+        p50, p99 = np.percentile(paired["proxied"], [50, 99])
+        print(f"one client, interleaved ({args.requests * 2} calls each): direct p50 {d50:.2f} ms; library's own "
+              f"overhead p50 {l50 - d50:.2f} / p99 {l99 - d99:.2f} ms; server's added p50 {p50 - d50:.2f} / "
+              f"p99 {p99 - d99:.2f} ms; target p50 <= {l50 - d50 + 2:.2f} ms: "
+              f"{'met' if p50 - d50 <= l50 - d50 + 2 else 'NOT met'}")
         print("clients  direct p50/p99 ms  proxied p50/p99 ms  added p50/p99 ms  proxied req/s")
         for clients in levels:
             per_client = max(args.requests // max(clients // 10, 1), 20) if clients > 10 else args.requests

@@ -208,6 +208,23 @@ def test_an_upstream_that_does_not_answer_in_time_gives_504(upstream, db_path, l
         assert caught.value.status_code == 502
 
 
+def test_upstream_connections_are_kept_alive_until_the_upstream_stops(db_path, local_embedder):
+    upstream = ScriptedServer(keep_alive=True).start()
+    try:
+        with start(upstream, db_path, local_embedder) as server:
+            client = chat(server, "key-alive")
+            for said in ("I prefer Rust.", "Which language for a CLI?", "And for scripts?"):
+                client.chat.completions.create(model="m", messages=[{"role": "user", "content": said}])
+            assert len(upstream._httpd.connections) == 1  # three calls, one pooled connection
+            upstream.stop()
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+            assert caught.value.status_code == 502
+            assert memories(server, "key-alive") == ["Prefers Rust"]
+    finally:
+        upstream.stop()
+
+
 def test_a_client_that_leaves_mid_stream_costs_nothing(server, upstream):
     upstream.stream_delay = 0.02
     with httpx.stream("POST", server.url + "/v1/chat/completions", headers={"Authorization": "Bearer key-gone"},

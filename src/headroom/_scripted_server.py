@@ -7,9 +7,11 @@ Every request is recorded so tests can assert on exactly what the SDK sent over 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -218,6 +220,23 @@ def rule_based_reply(body: dict[str, Any]) -> str:
 class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default of 5 resets connections under 50 concurrent clients
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.connections: set[socket.socket] = set()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        self.connections.add(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            self.connections.discard(request)
+
+    def close_connections(self) -> None:
+        """Ends connections kept alive, so a stopped server answers nothing more."""
+        for connection in list(self.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
 
 @dataclass
 class ScriptedServer:
@@ -232,6 +251,9 @@ class ScriptedServer:
     stream_fail_after: int | None = None
     #: False: streams end without saying so (no ``finish_reason`` chunk, no ``content_block_stop``).
     stream_finish: bool = True
+    #: True: HTTP/1.1 with connections kept alive, as real model servers do (the proxy benchmark);
+    #: False: one connection per request, HTTP/1.0.
+    keep_alive: bool = False
 
     def __post_init__(self) -> None:
         self.handlers.setdefault("/v1/embeddings", lambda body: _embeddings(body, self.embedding_dim))
@@ -241,6 +263,9 @@ class ScriptedServer:
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if self.keep_alive else "HTTP/1.0"
+            disable_nagle_algorithm = self.keep_alive  # else headers and body wait on delayed ACKs
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.partition("?")[0]
                 with server._lock:
@@ -289,6 +314,7 @@ class ScriptedServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")  # a stream ends when its connection does
                 self.end_headers()
                 try:
                     for event in stream.events:
@@ -355,6 +381,7 @@ class ScriptedServer:
 
     def stop(self) -> None:
         self._httpd.shutdown()
+        self._httpd.close_connections()
         self._httpd.server_close()
 
     def __enter__(self) -> "ScriptedServer":
