@@ -161,6 +161,7 @@ def test_the_user_header_is_honoured_when_trusted(upstream, db_path, local_embed
         bad = httpx.post(server.url + "/v1/chat/completions", json={"model": "m", "messages": []},
                          headers={"X-Memory-User": "u" * 5000, "Authorization": "Bearer k"})
         assert bad.status_code == 400 and "user_id is longer" in bad.json()["error"]["message"]
+        assert 'headroom_requests_total{route="chat.completions",status="400"} 1' in httpx.get(server.url + "/metrics").text
 
 
 def test_opting_out_sends_the_request_as_written(server, upstream):
@@ -260,7 +261,7 @@ def test_health_and_metrics(server, upstream):
     assert "headroom_memories_stored_total 1" in text
 
 
-def test_memory_rest_api(server, upstream):
+def test_memory_rest_api(server, upstream, monkeypatch):
     assert httpx.get(server.url + "/v1/memory/users").status_code == 401
     assert httpx.get(server.url + "/v1/memory/users", headers={"Authorization": "Bearer wrong"}).status_code == 401
     base = "/v1/memory/users/bob"
@@ -274,8 +275,10 @@ def test_memory_rest_api(server, upstream):
     assert len(admin(server, "GET", f"{base}/memories/{memory_id}/history").json()["versions"]) == 1
     assert admin(server, "GET", base + "/stats").json()["total_memories"] == 2
     assert "db_path" not in admin(server, "GET", base + "/stats").json()
+    monkeypatch.setattr("headroom.server._rest._EXPORT_BATCH", 1)  # one row per read: the batches join up
     lines = admin(server, "GET", base + "/export").text.splitlines()
     assert json.loads(lines[0])["headroom_export"] == 1 and len(lines) == 3 and json.loads(lines[1])["vector"]
+    assert sorted(json.loads(line)["text"] for line in lines[1:]) == ["Is allergic to peanuts", "Prefers window seats"]
     assert [u["user_id"] for u in admin(server, "GET", "/v1/memory/users").json()["users"]] == ["bob"]
     assert admin(server, "DELETE", f"{base}/memories/{memory_id}").status_code == 200
     missing = admin(server, "GET", f"{base}/memories/{memory_id}")

@@ -142,6 +142,7 @@ class Proxy:
             body = json.loads(raw)
             user = user_of(request.headers, self.config)
         except InvalidInputError as exc:
+            self.metrics.request(route, 400)
             return error_response(dialect, 400, f"{USER_HEADER}: {exc}", "invalid_request_error")
         except ValueError:
             body, user = None, None  # not JSON: the upstream says what is wrong with it

@@ -9,6 +9,7 @@ types mapped to statuses: bad input 400, not found 404, storage or embedding fai
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 from typing import Any, AsyncIterator, Callable
 
@@ -31,6 +32,8 @@ from ._config import ServerConfig, user_of
 from ._users import Users
 
 __all__ = ["memory_routes"]
+
+_EXPORT_BATCH = 500
 
 _STATUS: list[tuple[type[Exception], int]] = [
     (NotFoundError, 404), (InvalidInputError, 400), (StorageError, 503), (EmbeddingError, 503),
@@ -117,13 +120,14 @@ def memory_routes(config: ServerConfig, users: Users) -> list[Route]:
 
     async def export(request: Request) -> Response:
         user = validate_user_id(request.path_params["user"])
-        rows = await run(lambda: list(users.store.dump(user)))  # one user's rows: bounded by the user
+        rows = users.store.dump(user)  # read in batches, each in a worker thread: a user may hold millions
 
         async def lines() -> AsyncIterator[bytes]:
             yield (json.dumps({"headroom_export": EXPORT_FORMAT, "embedding_model": users.store.embedding_model,
                                "embedding_dim": users.store.embedding_dim}) + "\n").encode()
-            for m, vector in rows:
-                yield (json.dumps(export_row(m, vector), ensure_ascii=False) + "\n").encode()
+            while batch := await run(lambda: list(itertools.islice(rows, _EXPORT_BATCH))):
+                yield b"".join((json.dumps(export_row(m, vector), ensure_ascii=False) + "\n").encode()
+                               for m, vector in batch)
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
