@@ -74,12 +74,15 @@ NEAR_MISSES = {
     "single quotes": "Sure.\n<memory>{'memories': [{'content': 'Uses vim'}]}</memory>",
     "untagged single quotes": "Sure.\n{'memories': [{'content': 'Uses vim'}]}",
     "labelled object": 'Sure.\nMemory block:\n{"memories": [{"content": "Uses vim"}]}',
+    "label, blank line, tagged block": 'Sure.\nMEMORY\n\n<memory>{"memories": [{"content": "Uses vim"}]}</memory>',
     "labelled fenced object": 'Sure.\n**Memories:**\n```json\n{"memories": [{"content": "Uses vim"}]}\n```',
     "labelled tagged block": 'Sure.\nMemory block:\n<memory>{"memories": [{"content": "Uses vim"}]}</memory>',
     "fence and broken tag": 'Sure.\n```memory>{"memories": [{"content": "Uses vim"}]}</memory>\n```',
     "tag without its bracket": 'Sure.\n<memory {"memories": [{"content": "Uses vim"}]}</memory>',
     "label on the line": 'Sure.\nMemory: {"memories": [{"content": "Uses vim"}]}',
     "untagged object, closing tag": 'Sure.\n{"memories": [{"content": "Uses vim"}]}</memory>',
+    "keys unquoted": 'Sure.\n{ memories: [\n  {\n    content: "Uses vim",\n    category: "fact"\n  }\n] }',
+    "tagged, keys unquoted": "Sure.\n<memory>{memories: [{content: 'Uses vim', category: 'fact'}]}</memory>",
 }
 
 
@@ -95,6 +98,13 @@ def test_near_miss_formats_are_stripped_stored_and_counted(reply):
 def test_a_label_alone_is_the_answers_text_and_a_labelled_block_leaves_nothing():
     assert parse_reply("Memory safety matters.\nMemories: we keep none.").text == "Memory safety matters.\nMemories: we keep none."
     assert parse_reply('Memory block:\n{"memories": []}').text == ""
+
+
+def test_unquoting_keys_never_touches_the_text_of_strings():
+    body = '{memories: [{content: "Said \\"a, b: c\\" {d: e}", category: "fact"}]}'
+    memories, problems = parse_block(body)
+    assert [m.text for m in memories] == ['Said "a, b: c" {d: e}'] and problems == []
+    assert "not valid JSON" in parse_block("{memories: [unquoted words]}")[1][0]
 
 
 def test_json_in_an_answer_is_the_answers_text():
@@ -264,7 +274,7 @@ def chunked(text: str, cuts: list[int]) -> str:
 @given(prefix=words, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
 def test_split_anywhere_gives_the_same_clean_text_and_memories(prefix, cuts):
     assume("<memory>" not in prefix.lower() and "</memory>" not in prefix.lower())
-    assume("memories" not in prefix.lower())  # an untagged block opened by the prefix takes the rest
+    assume("memor" not in prefix.lower())  # an untagged block or a label line in the prefix belongs to the block
     reply = prefix + "\n\n" + BLOCK
     whole = parse_reply(reply)
     assert chunked(reply, cuts) == whole.text

@@ -15,7 +15,7 @@ import ast
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ._models import CATEGORIES, MAX_TEXT_CHARS, is_encodable
 
@@ -62,7 +62,7 @@ MAX_TAG_CHARS = 32
 #: ``Memory: {``); a ``</memory>`` after its JSON is removed with it.
 _BARE = re.compile(r"[ \t]*(?:```[a-zA-Z]*[ \t]*\n?[ \t]*)?"
                    r"(?:<[ \t]*memor(?:y|ies)[ \t]*|memor(?:y|ies)(?:[ \t]+block)?[ \t]*>?[ \t]*:?[ \t]*)?"
-                   r"(?=\{\s*[\"']memories[\"']\s*:)", re.IGNORECASE)
+                   r"(?=\{\s*[\"']?memories[\"']?\s*:)", re.IGNORECASE)
 _FENCE_LINE = re.compile(r"[ \t]*```[a-zA-Z]*[ \t]*")
 #: A line that only announces the block ("Memory block:", "**Memories:**"): removed with it.
 _LABEL = r"[ \t]*[*_#]*[ \t]*(?:memory(?:[ \t]+block)?|memories)[ \t]*[*_]*[ \t]*:?[ \t]*[*_]*[ \t]*"
@@ -71,7 +71,7 @@ _TRAILING_LABEL = re.compile(r"(?:^|\n)" + _LABEL + r"$", re.IGNORECASE)
 _LABEL_FORMS = ("memoryblock:", "memories:")
 _BARE_FORMS = tuple(f"{start}{quote}memories{quote}:" for start in ("{", "```json{", "```{", "```memory>{", "memory>{",
                                                                    "<memory{", "memory:{")
-                    for quote in "\"'")
+                    for quote in ("\"", "'", ""))
 
 
 @dataclass(frozen=True)
@@ -100,15 +100,54 @@ def parse_block(body: str) -> tuple[list[ExtractedMemory], list[str]]:
 
 
 def _load(body: str) -> tuple[Any, bool]:
-    """JSON, or else a Python literal (single quotes): the value and whether it needed the repair."""
+    """JSON, or else a Python literal (single quotes), either with its keys unquoted as in
+    JavaScript (``{memories: [{content: "..."}]}``): the value and whether it needed a repair."""
     try:
         return json.loads(body), False
     except (ValueError, RecursionError) as exc:  # also: nesting too deep, an integer too long
         error = exc
-    try:
-        return ast.literal_eval(body), True
-    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
-        raise ValueError(str(error)[:120]) from None
+    quoted = _quote_keys(body)
+    attempts: tuple[tuple[Callable[[str], Any], str], ...] = (
+        (ast.literal_eval, body), (json.loads, quoted), (ast.literal_eval, quoted))
+    for attempt, text in attempts:
+        try:
+            return attempt(text), True
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+            continue
+    raise ValueError(str(error)[:120])
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _quote_keys(body: str) -> str:
+    """``body`` with each bare key (a name after ``{`` or ``,`` and before ``:``, outside strings)
+    in double quotes; text inside strings is never touched."""
+    out: list[str] = []
+    quote, escaped, expect_key, i = "", False, False, 0
+    while i < len(body):
+        char = body[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote, expect_key = char, False
+        elif char in "{,":
+            expect_key = True
+        elif expect_key and not char.isspace():
+            expect_key = False
+            key = _KEY.match(body, i)
+            if key is not None and body[key.end():].lstrip().startswith(":"):
+                out.append(f'"{key.group(0)}"')
+                i = key.end()
+                continue
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def _parse_block(body: str) -> tuple[list[ExtractedMemory], list[str], bool]:
@@ -213,15 +252,21 @@ def _hold_from(text: str, line_start: bool) -> int:
 
 
 def _announced_from(text: str, line: int, line_start: bool) -> int:
-    """The start of the fence and label lines just before ``line`` (which may open a block), else ``line``."""
-    for _ in range(2):  # a fence, and a label before it, on the lines before may belong to the block
-        previous = text.rfind("\n", 0, line - 1) + 1 if line else -1
-        if previous < 0 or not (previous or line_start):
+    """The start of the fence and label lines just before ``line`` (which may open a block), else
+    ``line``; blank lines between them belong to the block too (as ``_unlabelled`` has it)."""
+    found, kept = 0, line
+    while found < 2 and line:  # a fence, and a label before it, on the lines before may belong to the block
+        previous = text.rfind("\n", 0, line - 1) + 1
+        if not (previous or line_start):
             break
+        if not text[previous:line - 1].strip():
+            line = previous  # a blank line: look further up
+            continue
         if not (_FENCE_LINE.fullmatch(text, previous, line - 1) or _LABEL_LINE.fullmatch(text, previous, line - 1)):
             break
-        line = previous
-    return line
+        found, line = found + 1, previous
+        kept = line
+    return kept
 
 
 def _json_end(text: str) -> int | None:
