@@ -57,7 +57,7 @@ def test_tool_use_blocks_are_left_alone(client, server):
         "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1},
         "content": [{"type": "text", "text": "Let me look.<memory>[\"Uses tools\"]</memory>"},
                     {"type": "tool_use", "id": "tu_1", "name": "lookup", "input": {"q": "x"}}]})
-    response = client.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": "x"}])
+    response = client.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": "I use tools; look it up."}])
     assert response.content[0].text == "Let me look." and response.content[1].name == "lookup"
     assert [m.text for m in client.memory.get_all()] == ["Uses tools"]
 

@@ -309,6 +309,20 @@ def test_notes_about_the_chat_are_not_the_users():
     assert from_user(notes, "haha nice, I'm vegetarian", "") == [False, False, False, True, True]
 
 
+def test_notes_the_user_never_said_are_invented():
+    from headroom.memory._grounding import from_user
+
+    said = "Hi! I'm Maya, a backend engineer at a logistics company in Rotterdam."
+    notes = ["Is a backend engineer at a logistics company", "Name is Maya", "Lives in Rotterdam",
+             "Worked on a project that optimized delivery routes to reduce fuel consumption",
+             "Solved a complex bug that affected the company's inventory management system",
+             "I'm sorry, but I can't assist with that."]
+    assert from_user(notes, said, "") == [True, True, True, False, False, False]
+    # what the user said earlier in the conversation counts too
+    assert from_user(["Switched to Polars for speed"], "Faster now!", "", heard="I now use Polars.\nFaster now!") == [True]
+    assert from_user(["Switched to Polars for speed"], "Faster now!", "") == [False]
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_echo_of_the_remembered_context_is_removed_and_the_rest_left_as_written(server, db_path, stream):
     reply = ("<remembered_context>\n[1] 2026-01-01, fact: Lives in Oslo\n</remembered_context>\n"

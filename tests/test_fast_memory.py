@@ -175,7 +175,7 @@ def test_json_mode_gets_memories_but_no_instruction(client, server):
 def test_n_choices_all_cleaned_first_stored(client, server):
     server.script_chat(lambda body: [
         'One.<memory>["Likes jazz"]</memory>', 'Two.<memory>["Likes metal"]</memory>'])
-    response = client.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "Play some music."}])
+    response = client.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "Play some music, I like jazz and metal."}])
     assert [c.message.content for c in response.choices] == ["One.", "Two."]
     assert [m.text for m in client.memory.get_all()] == ["Likes jazz"]
 
@@ -275,7 +275,7 @@ def test_protocol_lapses_are_counted_in_stats_and_warned_about_once_a_minute(cli
                    "<remembered_context>\n[1] 2026-01-01, fact: Likes figs\n</remembered_context>\nFigs!"])
     server.script_chat(lambda body: next(replies))
     with caplog.at_level(logging.WARNING, logger="headroom.memory"):
-        answers = [client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"turn {i}"}])
+        answers = [client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"turn {i}: I like figs, I use vim"}])
                    .choices[0].message.content for i in range(5)]
     assert answers == ["No block here.", "Still none.", "Figs are great.", "Sure.", "Figs!"]
     assert "<memory>" in system_text(server.chat_requests()[2]) and "<memory>" not in system_text(server.chat_requests()[3])

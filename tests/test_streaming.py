@@ -34,7 +34,7 @@ def client(server, db_path):
 
 def ask(client, **extra):
     return client.chat.completions.create(
-        model="m", stream=True, messages=[{"role": "user", "content": "Pick a database for me."}], **extra)
+        model="m", stream=True, messages=[{"role": "user", "content": "I build a ledger service and prefer PostgreSQL."}], **extra)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
@@ -107,11 +107,11 @@ def test_stream_without_instruction_in_json_mode_is_the_sdks_own(client, server)
 def test_groq_sdk(server, db_path):
     client = with_fast_memory(groq.Groq(base_url=server.base_url.removesuffix("/v1"), api_key="x"),
                               user_id="jane", db_path=db_path)
-    response = client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "Pick a db."}])
+    response = client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "I build a ledger service and prefer PostgreSQL."}])
     assert type(response).__module__.startswith("groq.") and response.choices[0].message.content == (
         "Use PostgreSQL, it suits you.")
     text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="llama", stream=True, messages=[{"role": "user", "content": "Pick a db."}]) if c.choices)
+        model="llama", stream=True, messages=[{"role": "user", "content": "I build a ledger service and prefer PostgreSQL."}]) if c.choices)
     assert text == "Use PostgreSQL, it suits you."
     assert len(client.memory.get_all()) == 2
     client.close()

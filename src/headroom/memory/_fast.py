@@ -31,6 +31,7 @@ from ._inject import (
     message_text,
     new_user_texts,
     prepend_to_message,
+    user_texts,
 )
 from ._models import Memory
 from ._parser import ExtractedMemory
@@ -53,6 +54,7 @@ class Turn:
     injected: list[tuple[Memory, float]] = field(default_factory=list)
     instructed: bool = False
     said: list[str] = field(default_factory=list)  # the user's new messages in this turn
+    heard: list[str] = field(default_factory=list)  # every user message the model is shown
     model: str | None = None
     #: The request without the memory instruction, to ask again when a model wrote only its block.
     plain: dict[str, Any] | None = None
@@ -103,6 +105,7 @@ class FastMemory:
         if not isinstance(messages, (list, tuple)):
             return out, turn
         turn.said = new_user_texts(messages)
+        turn.heard = user_texts(messages)
         turn.model = kwargs.get("model")
         index = latest_user_index(messages)
         if index is not None:
@@ -135,7 +138,8 @@ class FastMemory:
             return []
         self.observed.reply(result)
         turn.answered_empty = says_nothing(result.text) and bool(result.blocks or result.echoes)
-        keep = from_user([m.text for m in result.memories], "\n".join(turn.said), result.text)
+        keep = from_user([m.text for m in result.memories], "\n".join(turn.said), result.text,
+                         heard="\n".join(turn.heard))
         extracted = [m for m, mine in zip(result.memories, keep) if mine]
         self.replay.remember(result.text, extracted)
         return extracted

@@ -10,6 +10,10 @@ before anything is stored; "the user's words" means more than half of a note's c
 
 - a question is not a fact, nor is a note about the chat rather than the user ("Thanks", "user
   said 'haha nice'", "User greeted with a good morning message");
+- a note with almost none of its words in anything the user said in the conversation (less than
+  ``INVENTED_BELOW`` of them) is the model's invention, not the user's fact: small models write
+  a career for a user who gave only a job title ("Hi, I'm a backend engineer" -> "Developed a new
+  API for the company's mobile app"), or note their own refusal ("I'm sorry, I can't assist");
 - on a turn where the user only asked questions, a note must be in the user's words: an answer to
   a question is not something the user said (both modes: it needs no embedding);
 - with an embedder (background extraction, off the caller's path): a note closer in meaning to
@@ -30,11 +34,13 @@ import numpy as np
 from ._embedders import Embedder
 from ._scoring import content_words
 
-__all__ = ["ASSISTANT_MARGIN", "USER_WORDS", "from_user", "user_share"]
+__all__ = ["ASSISTANT_MARGIN", "INVENTED_BELOW", "USER_WORDS", "from_user", "user_share"]
 
 ASSISTANT_MARGIN = 0.1
 #: The share of a note's content words found in the user's words above which it is theirs.
 USER_WORDS = 0.5
+#: Below this share of its words in anything the user said, a note is invented.
+INVENTED_BELOW = 0.2
 _SUFFIXES = ("ing", "ed", "es", "s")
 #: Notes about the conversation itself: pleasantries, and the user's words reported as words.
 _ABOUT_THE_CHAT = re.compile(
@@ -70,10 +76,14 @@ def _asks_only(said: str) -> bool:
     return bool(lines) and all(line.endswith("?") for line in lines)
 
 
-def from_user(memories: Sequence[str], said: str, reply: str, embedder: Embedder | None = None) -> list[bool]:
+def from_user(memories: Sequence[str], said: str, reply: str, embedder: Embedder | None = None,
+              heard: str | None = None) -> list[bool]:
     """For each proposed note, whether it may be stored as something the user said (``said``: the
-    user's messages of the turn, one per line; ``reply``: the assistant's answer)."""
-    keep = [not text.rstrip().endswith("?") and not _ABOUT_THE_CHAT.search(text) for text in memories]
+    user's messages of the turn, one per line; ``reply``: the assistant's answer; ``heard``: all
+    the user's messages the model was shown, when more than ``said``)."""
+    everything = heard if heard is not None else said
+    keep = [not text.rstrip().endswith("?") and not _ABOUT_THE_CHAT.search(text)
+            and user_share(text, everything) >= INVENTED_BELOW for text in memories]
     if _asks_only(said):
         keep = [k and user_share(text, said) > USER_WORDS for k, text in zip(keep, memories)]
     if embedder is None or not any(keep) or not reply.strip() or not said.strip():

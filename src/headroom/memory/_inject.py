@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-__all__ = ["DEFAULT_MIN_SCORE", "latest_user_index", "new_user_texts", "message_text", "prepend_to_message",
+__all__ = ["DEFAULT_MIN_SCORE", "latest_user_index", "new_user_texts", "user_texts", "message_text", "prepend_to_message",
            "append_to_message", "add_instruction", "with_text_after", "wants_json"]
 
 #: Memories whose cosine similarity to the latest message is below this are not injected. Chosen
@@ -41,6 +41,12 @@ def new_user_texts(messages: Sequence[Any]) -> list[str]:
         if message.get("role") == "user" and message_text(message).strip():
             texts.append(message_text(message).strip())
     return texts[::-1]
+
+
+def user_texts(messages: Sequence[Any]) -> list[str]:
+    """The texts of every user message: what the user said in the whole conversation sent."""
+    return [text for m in messages if isinstance(m, Mapping) and m.get("role") == "user"
+            and (text := message_text(m).strip())]
 
 
 def latest_user_index(messages: Sequence[Any]) -> int | None:
