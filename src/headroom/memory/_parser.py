@@ -15,7 +15,7 @@ import ast
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ._models import CATEGORIES, MAX_TEXT_CHARS, is_encodable
 
@@ -123,10 +123,28 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _quote_keys(body: str) -> str:
     """``body`` with each bare key (a name after ``{`` or ``,`` and before ``:``, outside strings)
     in double quotes; text inside strings is never touched."""
-    out: list[str] = []
-    quote, escaped, expect_key, i = "", False, False, 0
-    while i < len(body):
-        char = body[i]
+    keys: list[tuple[int, int]] = []
+    expect_key = False
+    for i, char in _unquoted(body):
+        if char in "{,":
+            expect_key = True
+        elif expect_key and not char.isspace():
+            expect_key = False
+            key = _KEY.match(body, i)
+            if key is not None and body[key.end():].lstrip().startswith(":"):
+                keys.append(key.span())
+    out, last = [], 0
+    for start, end in keys:
+        out += [body[last:start], '"', body[start:end], '"']
+        last = end
+    return "".join(out) + body[last:]
+
+
+def _unquoted(text: str) -> Iterator[tuple[int, str]]:
+    """The characters of ``text`` outside its strings (in JSON's or Python's quotes), with their
+    positions: a quote that opens a string is given, what it holds and its closing quote are not."""
+    quote, escaped = "", False
+    for i, char in enumerate(text):
         if quote:
             if escaped:
                 escaped = False
@@ -134,20 +152,10 @@ def _quote_keys(body: str) -> str:
                 escaped = True
             elif char == quote:
                 quote = ""
-        elif char in "\"'":
-            quote, expect_key = char, False
-        elif char in "{,":
-            expect_key = True
-        elif expect_key and not char.isspace():
-            expect_key = False
-            key = _KEY.match(body, i)
-            if key is not None and body[key.end():].lstrip().startswith(":"):
-                out.append(f'"{key.group(0)}"')
-                i = key.end()
-                continue
-        out.append(char)
-        i += 1
-    return "".join(out)
+            continue
+        if char in "\"'":
+            quote = char
+        yield i, char
 
 
 def _parse_block(body: str) -> tuple[list[ExtractedMemory], list[str], bool]:
@@ -271,18 +279,9 @@ def _announced_from(text: str, line: int, line_start: bool) -> int:
 
 def _json_end(text: str) -> int | None:
     """The end of the JSON object (or Python dict) at the start of ``text``, quotes respected."""
-    depth, quote, escaped = 0, "", False
-    for i, char in enumerate(text):
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char in "{[":
+    depth = 0
+    for i, char in _unquoted(text):
+        if char in "{[":
             depth += 1
         elif char in "}]":
             depth -= 1
