@@ -40,7 +40,7 @@ ASSISTANT_MARGIN = 0.1
 #: The share of a note's content words found in the user's words above which it is theirs.
 USER_WORDS = 0.5
 #: Below this share of its words in anything the user said, a note is invented.
-INVENTED_BELOW = 0.2
+INVENTED_BELOW = 0.25
 _SUFFIXES = ("ing", "ed", "es", "s")
 #: Notes about the conversation itself: pleasantries, and the user's words reported as words.
 _ABOUT_THE_CHAT = re.compile(
