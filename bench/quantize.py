@@ -1,0 +1,121 @@
+"""Quantized variants of the local embedding model against fp32: agreement and one-query speed.
+
+    .venv/bin/python bench/quantize.py [--calls 300]
+
+Issue 18 asks for an int8 variant used by default if its embeddings agree with fp32 (cosine >= 0.99
+on a fixed sentence set) and it keeps recall. This bench builds each variant from the cached fp32
+export (onnxruntime's quantizers; the weight-only ones need the ``onnx_ir`` package) into a
+temporary directory and prints, per variant, the lowest and mean cosine to fp32 over SENTENCES
+(short ones on purpose: they are what queries and memories look like) and the p50 time to embed one
+11-token query through the library's own runtime class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from headroom.memory._local_model import _OnnxRuntime, model_dir, onnx_cache_path
+
+SENTENCES = [
+    'I prefer Python for backend work',
+    'hi',
+    "We use PostgreSQL at a fintech startup, " * 8,
+    'Where do I work?',
+    'Bob is a data scientist at a hospital in Leeds',
+    'Is allergic to peanuts',
+    'any food to avoid at dinner?',
+    'Prefers dark mode in every editor',
+    'lol ok',
+    '...',
+    'Which programming language should I pick for the new API server?',
+    'Favours pytest over unittest',
+    'My daughter starts school in September and I need to sort out the commute.',
+    'Caroline went to the LGBTQ support group on 7 May 2023',
+    'What did Melanie paint recently?',
+    'The quarterly report is due Friday; the CFO wants the churn numbers split by region.',
+    'Thanks!',
+    'I moved from Berlin to Lisbon last spring',
+    'Vegetarian, but eats fish sometimes',
+    'How many kids does she have?',
+    'Running a marathon in October',
+    'Uses Neovim with a custom Lua config',
+]
+QUERY = ["Which language should I use for a new CLI tool?"]
+
+
+def dynamic(**options: Any) -> Callable[[Path, Path], None]:
+    def build(source: Path, target: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, **options)
+    return build
+
+
+def weight_only(bits: int, block: int, accuracy: int | None) -> Callable[[Path, Path], None]:
+    def build(source: Path, target: Path) -> None:
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+        config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, accuracy_level=accuracy, bits=bits,
+                                              op_types_to_quantize=("MatMul",))
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), algo_config=config)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+    return build
+
+
+VARIANTS: dict[str, Callable[[Path, Path], None]] = {
+    "int8 dynamic, per tensor": dynamic(),
+    "int8 dynamic, per channel": dynamic(per_channel=True),
+    "int8 dynamic, per channel, weights x activations only": dynamic(
+        per_channel=True, op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True}),
+    "int8 weight-only, block 32": weight_only(8, 32, None),
+    "int8 weight-only, block 32, int8 compute": weight_only(8, 32, 4),
+    "int4 weight-only, block 32, int8 compute": weight_only(4, 32, 4),
+}
+
+
+def measure(path: Path, reference: np.ndarray | None, calls: int) -> tuple[float, float, float]:
+    runtime = _OnnxRuntime(path, model_dir() / "tokenizer.json")
+    vectors = runtime.embed(SENTENCES)
+    cosines = np.sum(vectors * reference, axis=1) if reference is not None else np.ones(len(SENTENCES))
+    for _ in range(30):
+        runtime.embed(QUERY)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        runtime.embed(QUERY)
+        times.append((time.perf_counter() - started) * 1000)
+    return float(cosines.min()), float(cosines.mean()), statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    fp32 = onnx_cache_path()
+    if not fp32.is_file():
+        raise SystemExit("run anything that embeds once first, so the fp32 export is cached")
+    reference = _OnnxRuntime(fp32, model_dir() / "tokenizer.json").embed(SENTENCES)
+    print(f"{len(SENTENCES)} sentences; one query of {len(QUERY[0].split())} words, {args.calls} calls")
+    print("| variant | min cosine to fp32 | mean cosine | one-query embed p50 |\n|---|---|---|---|")
+    low, mean, p50 = measure(fp32, reference, args.calls)
+    print(f"| fp32 (today) | {low:.4f} | {mean:.4f} | {p50:.2f} ms |", flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        for name, build in VARIANTS.items():
+            target = Path(workdir) / "variant.onnx"
+            build(fp32, target)
+            low, mean, p50 = measure(target, reference, args.calls)
+            print(f"| {name} | {low:.4f} | {mean:.4f} | {p50:.2f} ms |", flush=True)
+            target.unlink()
+
+
+if __name__ == "__main__":
+    main()
