@@ -100,6 +100,22 @@ def test_a_label_alone_is_the_answers_text_and_a_labelled_block_leaves_nothing()
     assert parse_reply('Memory block:\n{"memories": []}').text == ""
 
 
+TALK = "Rest well. The <memory> block should remain empty as there is no new information to add."
+
+
+def test_a_sentence_about_the_block_is_removed_the_same_over_every_split():
+    for reply, kept in [(TALK, "Rest well."), (TALK + "\n\nGood luck!", "Rest well.\n\nGood luck!"),
+                        ("Your <memory> block: nothing new", "")]:
+        result = parse_reply(reply)
+        assert result.text == kept and result.memories == [] and result.blocks == 0
+        assert "talked about its memory block" in result.problems[0]
+        for cut in range(len(reply) + 1):
+            assert chunked(reply, [cut]) == kept
+            assert chunked(reply, [cut, cut + 7]) == kept
+    prose = "In HTML a <memory> tag is not standard; the <memory> element blocks nothing."
+    assert parse_reply(prose).text == prose  # not followed by "block": the answer's own words
+
+
 def test_unquoting_keys_never_touches_the_text_of_strings():
     body = '{memories: [{content: "Said \\"a, b: c\\" {d: e}", category: "fact"}]}'
     memories, problems = parse_block(body)

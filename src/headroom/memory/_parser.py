@@ -64,6 +64,29 @@ _BARE = re.compile(r"[ \t]*(?:```[a-zA-Z]*[ \t]*\n?[ \t]*)?"
                    r"(?:<[ \t]*memor(?:y|ies)[ \t]*|memor(?:y|ies)(?:[ \t]+block)?[ \t]*>?[ \t]*:?[ \t]*)?"
                    r"(?=\{\s*[\"']?memories[\"']?\s*:)", re.IGNORECASE)
 _FENCE_LINE = re.compile(r"[ \t]*```[a-zA-Z]*[ \t]*")
+#: A sentence about the block instead of the block ("The <memory> block should remain empty as
+#: there is no new information."), which small models write: removed from the reply, with the short
+#: word before the tag. Such a word at the end of the text so far is held back until what follows
+#: it shows whether it opens that sentence.
+_TALK = re.compile(r"\s*block\b", re.IGNORECASE)
+_TALK_OPENERS = ("the", "your", "a", "an", "this", "my", "no")
+_LAST_WORD = re.compile(r"(?:^|(?<=\s))([A-Za-z]+)(\s*)$")
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+MAX_TALK_CHARS = 400
+
+
+def _opener_from(text: str, end: int) -> int:
+    """Where a word that may open a sentence about the block ends ``text[:end]`` (a word still
+    being written counts if it may grow into one), else ``end``."""
+    last = _LAST_WORD.search(text, 0, end)
+    if last is None:
+        return end
+    word = last.group(1).lower()
+    if word in _TALK_OPENERS or (not last.group(2) and any(o.startswith(word) for o in _TALK_OPENERS)):
+        return last.start()
+    return end
+
+
 #: A line that only announces the block ("Memory block:", "**Memories:**"): removed with it.
 _LABEL = r"[ \t]*[*_#]*[ \t]*(?:memory(?:[ \t]+block)?|memories)[ \t]*[*_]*[ \t]*:?[ \t]*[*_]*[ \t]*"
 _LABEL_LINE = re.compile(_LABEL, re.IGNORECASE)
@@ -252,6 +275,7 @@ def _hold_from(text: str, line_start: bool) -> int:
     start = max(0, len(text) - MAX_TAG_CHARS)
     tag = next((i for i in range(start, len(text)) if text[i] == "<" and _could_be_tag(text[i:])), len(text))
     line = text.rfind("\n") + 1
+    tag = _opener_from(text, tag)
     if line == 0 and not line_start:
         return tag
     if not (_could_be_bare(text[line:]) or tag == line):
@@ -313,7 +337,7 @@ def _opens_block(after: str) -> bool | None:
     again = _TAG.match(body)
     if again is not None and not again.group(1) and again.group(2).lower() not in _ECHOES:
         return _opens_block(body[again.end():])  # "<memory><memory>{...": as the second one does
-    if "```".startswith(body) or _could_be_tag(body):
+    if "```".startswith(body) or _could_be_tag(body) or "block".startswith(body.lower()):
         return None
     return False
 
@@ -386,10 +410,12 @@ class BlockParser:
             line = self._pending.rfind("\n", 0, tag.start()) + 1
             keep = tag.start() if self._pending[line:tag.start()].strip() else _announced_from(
                 self._pending, line, line_start)
-            visible = self._pending[:keep].rstrip()
+            visible = self._pending[:_opener_from(self._pending, keep)].rstrip()
             self._show(shown, visible)
             self._pending = self._pending[len(visible):]
             return False
+        if not opens and self._blocks and name != "replaces" and _TALK.match(self._pending, tag.end()):
+            return self._talk(shown, tag)
         if not opens:
             self._show(shown, self._pending[:tag.end()])  # the answer's own text
             self._pending = self._pending[tag.end():]
@@ -399,6 +425,17 @@ class BlockParser:
         self._enter(name)
         if name == "memories":
             self.repairs += 1
+        return True
+
+    def _talk(self, shown: list[str], tag: re.Match[str]) -> bool:
+        """Removes a sentence about the block, once it has ended (see ``_TALK``)."""
+        end = _SENTENCE_END.search(self._pending, tag.end())
+        if end is None and not self._final and len(self._pending) - tag.end() < MAX_TALK_CHARS:
+            return False
+        stop = end.end() if end is not None else min(len(self._pending), tag.end() + MAX_TALK_CHARS)
+        self._show(shown, self._pending[:_opener_from(self._pending, tag.start())].rstrip())
+        self.problems.append("the reply talked about its memory block instead of writing one; removed")
+        self._pending = self._pending[stop:]
         return True
 
     def _opens(self, name: str, after: str) -> bool | None:
