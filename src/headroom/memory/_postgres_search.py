@@ -24,7 +24,7 @@ import numpy as np
 
 from ._index import VectorIndex, category_codes, rank
 from ._models import Memory
-from ._rows import COLUMNS, row_to_memory
+from ._rows import COLUMNS, SEARCHABLE, row_to_memory
 from ._scoring import Scoring, token_count
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ RARE_ROWS = 100
 #: A word the table's statistics count in more rows than this (of all users) is not looked up.
 COMMON_ROWS = 5_000
 
-_LIVE = "user_id = ? AND superseded_by IS NULL AND embedding IS NOT NULL"
 _LEXEME = re.compile(r"'((?:[^']|'')*)'")
 
 
@@ -72,7 +71,7 @@ class DatabaseIndex(VectorIndex):
     def nearest(self, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
         vector = self.store._encode(query)
         rows = self.store.query(
-            f"SELECT {COLUMNS}, 1 - (embedding <=> ?) FROM memories WHERE {_LIVE} ORDER BY embedding <=> ? LIMIT 1",
+            f"SELECT {COLUMNS}, 1 - (embedding <=> ?) FROM memories WHERE {SEARCHABLE} ORDER BY embedding <=> ? LIMIT 1",
             (vector, self.user_id, vector))
         if not rows or np.float32(rows[0][-1]) < np.float32(min_score):
             return None
@@ -91,7 +90,7 @@ class DatabaseIndex(VectorIndex):
         kind = (category,) if category is not None else ()
         # The database computes the cosines: a candidate's vector never leaves it.
         found = {row[-2]: row for row in self.store.query(
-            f"SELECT {COLUMNS}, pk, 1 - (embedding <=> ?) FROM memories WHERE {_LIVE}{only} "
+            f"SELECT {COLUMNS}, pk, 1 - (embedding <=> ?) FROM memories WHERE {SEARCHABLE}{only} "
             "ORDER BY embedding <=> ? LIMIT ?", (vector, self.user_id, *kind, vector, max(CANDIDATES, 4 * top_k)))}
         matches = self._word_rows(words)  # None for a common word
         rare = {int(k) for keys in matches if keys is not None for k in keys} - set(found)
@@ -136,7 +135,7 @@ class DatabaseIndex(VectorIndex):
                 result.append([])
                 rare.append(i)
         if rare:
-            one = (f"(SELECT array_agg(pk) FROM (SELECT pk FROM memories WHERE {_LIVE} "
+            one = (f"(SELECT array_agg(pk) FROM (SELECT pk FROM memories WHERE {SEARCHABLE} "
                    "AND words @@ plainto_tsquery('english', ?) LIMIT ?) AS rows_of_word)")
             (row,) = self.store.query("SELECT " + ", ".join([one] * len(rare)),
                                       tuple(v for i in rare for v in (self.user_id, words[i], RARE_ROWS + 1)))
@@ -153,6 +152,6 @@ class DatabaseIndex(VectorIndex):
 
 def count_searchable(store: PostgresStore, user_id: str, limit: int) -> int:
     """The user's searchable memories, counted up to ``limit + 1`` (enough to tell large from small)."""
-    rows = store.query(f"SELECT count(*) FROM (SELECT 1 FROM memories WHERE {_LIVE} LIMIT ?) AS found",
+    rows = store.query(f"SELECT count(*) FROM (SELECT 1 FROM memories WHERE {SEARCHABLE} LIMIT ?) AS found",
                        (user_id, limit + 1))
     return int(rows[0][0])

@@ -11,11 +11,13 @@ import numpy as np
 
 from ._models import Memory
 
-__all__ = ["COLUMNS", "row_to_memory", "blob", "vector_of"]
+__all__ = ["COLUMNS", "SEARCHABLE", "row_to_memory", "blob", "vector_of"]
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = "id, user_id, text, category, source, metadata, created_at, updated_at, superseded_by, superseded_at"
+#: The rows a search of one user (``?``) may return: live, and embedded.
+SEARCHABLE = "user_id = ? AND superseded_by IS NULL AND embedding IS NOT NULL"
 _EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 _LATEST = datetime.max.replace(tzinfo=timezone.utc)
 

@@ -31,6 +31,7 @@ from ._index import IndexCache, VectorIndex
 from ._jobs import Job
 from ._models import Memory, new_id, normalize_text
 from ._rows import COLUMNS as _COLUMNS
+from ._rows import SEARCHABLE
 from ._rows import row_to_memory as _row_to_memory
 from ._scoring import Scoring, near_duplicate
 from ._sql_queue import SQLJobQueue, finish_job
@@ -194,8 +195,7 @@ class SQLStore:
         # older than it is (reloaded once more), never newer.
         version = self._version(user_id)
         rows = self.query(
-            f"SELECT {_COLUMNS}, pk, embedding FROM memories WHERE user_id = ? AND superseded_by IS NULL "
-            "AND embedding IS NOT NULL",
+            f"SELECT {_COLUMNS}, pk, embedding FROM memories WHERE {SEARCHABLE}",
             (user_id,),
         )
         index = VectorIndex(self.embedding_dim, version)
