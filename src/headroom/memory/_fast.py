@@ -177,7 +177,7 @@ class FastMemory:
             if self.record is not None:
                 dialect.clean(response, blocks=False)  # echoes of the remembered context only
                 reply = dialect.reply_text(response)
-                return (lambda: self._record(turn, reply)) if turn.said or reply else None
+                return (lambda: self._record(turn, reply)) if _worth_recording(turn, reply) else None
         except Exception:
             logger.exception("could not handle the reply's memory; the reply is returned as it is")
         return None
@@ -207,7 +207,7 @@ class FastMemory:
         return response
 
     def _record(self, turn: Turn, reply: str) -> None:
-        if not turn.said and not reply:
+        if not _worth_recording(turn, reply):
             return
         try:
             self.record(turn, reply)  # type: ignore[misc]
@@ -215,6 +215,11 @@ class FastMemory:
             logger.error("could not queue the turn for extraction: %s", exc)
         except Exception:
             logger.exception("could not queue the turn for extraction")
+
+
+def _worth_recording(turn: Turn, reply: str) -> bool:
+    """A turn is queued for extraction when the user said something in it or the model answered."""
+    return bool(turn.said or reply)
 
 
 def says_nothing(text: str) -> bool:

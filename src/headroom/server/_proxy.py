@@ -55,8 +55,8 @@ def _forwarded(request: Request, same_body: bool = False) -> dict[str, str]:
 
 
 def new_session(config: ServerConfig) -> aiohttp.ClientSession:
-    """The one client to the upstream, pooled and kept alive. aiohttp rather than httpx: on this
-    hot path it costs about half a millisecond less per call (bench/RESULTS.md). Created on the
+    """The one client to the upstream, pooled and kept alive. aiohttp rather than httpx: it is
+    lighter per call on this hot path (bench/RESULTS.md, "The memory server"). Created on the
     server's event loop; nothing is added to what the caller sent but the host, and bodies come
     as the upstream sent them unless a call asks to decode."""
     return aiohttp.ClientSession(
