@@ -1,6 +1,7 @@
-"""Quantized variants of the local embedding model against fp32: agreement and one-query speed.
+"""Quantized variants of the local embedding model against fp32: agreement and one-query speed;
+and, with ``--batches``, the fp32 model's throughput by batch size.
 
-    .venv/bin/python bench/quantize.py [--calls 300]
+    .venv/bin/python bench/quantize.py [--calls 300] [--batches]
 
 Issue 18 asks for an int8 variant used by default if its embeddings agree with fp32 (cosine >= 0.99
 on a fixed sentence set) and it keeps recall. This bench builds each variant from the cached fp32
@@ -96,13 +97,40 @@ def measure(path: Path, reference: np.ndarray | None, calls: int) -> tuple[float
     return float(cosines.min()), float(cosines.mean()), statistics.median(times)
 
 
+def batches(fp32: Path) -> None:
+    """Memories embedded per second by ``add_many``'s runtime, for several batch sizes: 2,000
+    texts of 4 to 40 words (about the lengths of LoCoMo's turns), one pass each after a warm-up."""
+    import headroom.memory._local_model as local_model
+
+    rng = np.random.default_rng(7)
+    words = " ".join(SENTENCES).split()
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(4, 40)))) for _ in range(2000)]
+    runtime = _OnnxRuntime(fp32, model_dir() / "tokenizer.json")
+    runtime.embed(texts[:64])
+    default = local_model.BATCH
+    print("| batch size | memories/s |\n|---|---|")
+    try:
+        for size in (1, 8, 16, 32, 64, 128):
+            local_model.BATCH = size
+            started = time.perf_counter()
+            runtime.embed(texts)
+            rate = len(texts) / (time.perf_counter() - started)
+            print(f"| {size}{' (today)' if size == default else ''} | {rate:.0f} |", flush=True)
+    finally:
+        local_model.BATCH = default
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--batches", action="store_true", help="only the throughput by batch size")
     args = parser.parse_args()
     fp32 = onnx_cache_path()
     if not fp32.is_file():
         raise SystemExit("run anything that embeds once first, so the fp32 export is cached")
+    if args.batches:
+        batches(fp32)
+        return
     reference = _OnnxRuntime(fp32, model_dir() / "tokenizer.json").embed(SENTENCES)
     print(f"{len(SENTENCES)} sentences; one query of {len(QUERY[0].split())} words, {args.calls} calls")
     print("| variant | min cosine to fp32 | mean cosine | one-query embed p50 |\n|---|---|---|---|")
