@@ -82,6 +82,7 @@ NEAR_MISSES = {
     "label on the line": 'Sure.\nMemory: {"memories": [{"content": "Uses vim"}]}',
     "untagged object, closing tag": 'Sure.\n{"memories": [{"content": "Uses vim"}]}</memory>',
     "keys unquoted": 'Sure.\n{ memories: [\n  {\n    content: "Uses vim",\n    category: "fact"\n  }\n] }',
+    "another tag around it": 'Sure.\n<answer>{"memories": [{"content": "Uses vim"}]}</answer>',
     "tagged, keys unquoted": "Sure.\n<memory>{memories: [{content: 'Uses vim', category: 'fact'}]}</memory>",
 }
 

@@ -61,8 +61,14 @@ MAX_TAG_CHARS = 32
 #: a code fence and a broken tag or label on the same line (```` ```memory>{ ````, ``<memory {``,
 #: ``Memory: {``); a ``</memory>`` after its JSON is removed with it.
 _BARE = re.compile(r"[ \t]*(?:```[a-zA-Z]*[ \t]*\n?[ \t]*)?"
-                   r"(?:<[ \t]*memor(?:y|ies)[ \t]*|memor(?:y|ies)(?:[ \t]+block)?[ \t]*>?[ \t]*:?[ \t]*)?"
+                   r"(?:<[ \t]*memor(?:y|ies)[ \t]*|memor(?:y|ies)(?:[ \t]+block)?[ \t]*>?[ \t]*:?[ \t]*"
+                   r"|<[ \t]*(?!(?:memory|memories|remembered_context|replaces)[ \t]*>)"
+                   r"(?P<other>[A-Za-z_][A-Za-z_-]{0,20})[ \t]*>[ \t]*)?"
                    r"(?=\{\s*[\"']?memories[\"']?\s*:)", re.IGNORECASE)
+#: Another tag around an untagged block (``<answer>{"memories": []}</answer>``), its name and a
+#: part of it as a line may still grow into it.
+_OTHER_TAG = re.compile(r"<[a-z_][a-z_-]{0,20}>")
+_OTHER_TAG_PART = re.compile(r"<[a-z_][a-z_-]{0,20}|<")
 _FENCE_LINE = re.compile(r"[ \t]*```[a-zA-Z]*[ \t]*")
 #: A sentence about the block instead of the block ("The <memory> block should remain empty as
 #: there is no new information."), which small models write: removed from the reply, with the short
@@ -261,6 +267,11 @@ def _could_be_bare(line: str) -> bool:
     """Whether a line could still grow into the start of an untagged block, or a label before one."""
     compact = re.sub(r"\s", "", line).lower()
     label = compact.strip("*_#")
+    other = _OTHER_TAG.match(compact)
+    if other is not None:
+        compact = compact[other.end():]
+    elif _OTHER_TAG_PART.fullmatch(compact):
+        return len(line) <= 48
     return len(line) <= 48 and (any(form.startswith(compact) for form in _BARE_FORMS)
                                 or any(form.startswith(label) for form in _LABEL_FORMS))
 
@@ -365,6 +376,7 @@ class BlockParser:
         self._echo = ""  # the tag of the echo block we are in
         self._final = False  # the reply has ended: what is still undecided is the answer's text
         self._fenced = False  # the untagged block began with a code fence, to be closed after it
+        self._closer = _MEMORY_CLOSE  # the closing tag an untagged block's JSON may be followed by
         self._oversized = False
         self._tail = ""  # the last characters shown, which may meet the text after a removed block
         self._after_cut = False
@@ -390,6 +402,7 @@ class BlockParser:
         if bare is not None and (tag is None or bare[0] <= tag.start()):
             self._show(shown, _unlabelled(self._pending[:bare[0]]))
             self._fenced = "`" in self._pending[bare[0]:bare[1]]
+            self._closer = bare[2]
             self._pending = self._pending[bare[1]:]
             self._enter("bare")
             return True
@@ -441,13 +454,16 @@ class BlockParser:
     def _opens(self, name: str, after: str) -> bool | None:
         return _opens(name, after) if self._blocks or name in _ECHOES else False
 
-    def _bare(self, line_start: bool) -> tuple[int, int] | None:
-        """Where an untagged block opens in the pending text: its line's start and its ``{``."""
+    def _bare(self, line_start: bool) -> tuple[int, int, re.Pattern[str]] | None:
+        """Where an untagged block opens in the pending text: its line's start and its ``{``, and
+        the closing tag that may follow its JSON (``</memory>``, or that of another tag before it)."""
         starts = ([0] if line_start else []) + [m.end() for m in re.finditer("\n", self._pending)]
         for start in starts:
             found = _BARE.match(self._pending, start)
             if found is not None:
-                return start, found.end()
+                other = found.group("other")
+                closer = re.compile(rf"<\s*/\s*{re.escape(other)}\s*>", re.IGNORECASE) if other else _MEMORY_CLOSE
+                return start, found.end(), closer
         return None
 
     def _enter(self, name: str) -> None:
@@ -465,9 +481,10 @@ class BlockParser:
                 return False
             body, rest = self._pending[:end], self._pending[end:]
             stripped = rest.lstrip()
-            if not self._final and (not stripped or _could_be_tag(stripped)):
+            growing = stripped.startswith("<") and ">" not in stripped and len(stripped) < MAX_TAG_CHARS
+            if not self._final and (not stripped or _could_be_tag(stripped) or growing):
                 return False  # a closing tag may follow the JSON
-            close = _MEMORY_CLOSE.match(stripped)
+            close = self._closer.match(stripped)
             if close is not None:
                 rest = stripped[close.end():]
             if self._fenced:
