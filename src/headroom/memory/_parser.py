@@ -84,7 +84,7 @@ MAX_TALK_CHARS = 400
 def _opener_from(text: str, end: int) -> int:
     """Where a word that may open a sentence about the block ends ``text[:end]`` (a word still
     being written counts if it may grow into one), else ``end``."""
-    last = _LAST_WORD.search(text, 0, end)
+    last = _LAST_WORD.search(text, max(0, end - MAX_TAG_CHARS), end)  # an opener is a short word
     if last is None:
         return end
     word = last.group(1).lower()
