@@ -17,7 +17,6 @@ from headroom.memory import HeadroomMemoryError
 from headroom.memory._background import Caller, make_caller, run_job, work_loop
 from headroom.memory._dialects import ANTHROPIC, OPENAI
 from headroom.memory._fast import Turn
-from headroom.memory._inject import DEFAULT_MIN_SCORE
 from headroom.memory._jobs import Job, RetryPolicy
 
 from ._config import ServerConfig
@@ -97,6 +96,5 @@ class Extraction:
         work_loop(self._cond, lambda: self._stopping, lambda: self.queue.take(None), self._process, self._poll)
 
     def _process(self, job: Job) -> None:
-        min_score = DEFAULT_MIN_SCORE if self.config.min_score is None else self.config.min_score
         caller = self._caller(str(job.payload.get("dialect") or OPENAI.name))
-        run_job(job, self.users.memory(job.user_id), caller, self.queue, self.policy, None, min_score)
+        run_job(job, self.users.memory(job.user_id), caller, self.queue, self.policy, None, self.config.min_score)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
 
+from headroom.memory._inject import DEFAULT_MIN_SCORE
 from headroom.memory._models import validate_user_id
 
 __all__ = ["ServerConfig", "user_of", "load_secret", "OPT_OUT_HEADER", "USER_HEADER"]
@@ -36,7 +37,7 @@ class ServerConfig:
     trust_user_header: bool = False
     admin_token: str | None = None  # bearer token of the memory REST API; None: the API is off
     top_k: int = 5
-    min_score: float | None = None  # None: the library's default
+    min_score: float = DEFAULT_MIN_SCORE  # the injection floor, the library's by default
     max_users: int = 10_000  # users whose per-user state (protocol counters, replayed blocks) is kept
     timeout: float = 600.0  # seconds to wait for the upstream's reply
     extraction_key: str | None = None  # background mode: the server's own key for extraction calls

@@ -16,7 +16,6 @@ from typing import Any
 from headroom.memory import UserMemory
 from headroom.memory._embedders import Embedder
 from headroom.memory._fast import FastMemory, Turn
-from headroom.memory._inject import DEFAULT_MIN_SCORE
 from headroom.memory._parser import ExtractedMemory
 from headroom.memory._store import Store
 
@@ -62,9 +61,8 @@ class Users:
             if core is not None:
                 self._cores.move_to_end(key)
                 return core
-        min_score = DEFAULT_MIN_SCORE if self.config.min_score is None else self.config.min_score
         record = self.record
-        core = _CountedFastMemory(self.memory(user_id), top_k=self.config.top_k, min_score=min_score,
+        core = _CountedFastMemory(self.memory(user_id), top_k=self.config.top_k, min_score=self.config.min_score,
                                   record=None if record is None else lambda turn, reply: record(user_id, dialect, turn, reply))
         core.metrics = self.metrics
         with self._lock:
