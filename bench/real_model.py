@@ -5,7 +5,8 @@
 
 Runs every user's sessions in order (a session is a new conversation; what was said earlier comes
 back only through memory), through ``with_fast_memory`` and through ``with_memory`` (flushed after
-each turn, so what a turn stored is known). Per turn and in total it reports: block compliance (the
+each turn, so what a turn stored is known); ``--mode fast-fallback`` is ``with_fast_memory`` with
+``fallback_extraction=True``. Per turn and in total it reports: block compliance (the
 raw reply held a block that parsed), facts captured (the turn's fact patterns matched by a live
 memory), junk (placeholders, protocol echoes, and memories stored on a small-talk or question turn
 unless they state a fact the user gave earlier: a late capture is not junk),
@@ -99,8 +100,10 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
         sdk = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600)
         recorder, extractor = Recorder(sdk), Recorder(sdk)
         db = str(workdir / f"{mode}.db")
-        if mode == "fast":
-            client = with_fast_memory(recorder, user_id=user.user_id, db_path=db, embedder=embedder)
+        if mode.startswith("fast"):  # fast-fallback: turns without a note to read are extracted apart
+            client = with_fast_memory(recorder, user_id=user.user_id, db_path=db, embedder=embedder,
+                                      fallback_extraction=mode == "fast-fallback", extraction_client=extractor,
+                                      extraction_model=model)
         else:
             client = with_memory(recorder, user_id=user.user_id, db_path=db, embedder=embedder,
                                  extraction_client=extractor, extraction_model=model)
@@ -124,10 +127,10 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
                 stated += turn.facts
                 row = judge(turn, answer, injected, [m.text for m in live if m.id not in before],
                             [m.text for m in live], stated)
-                raw = recorder.calls[first_call]["wrote"] if mode == "fast" else (extraction[-1]["wrote"] if extraction else "")
+                raw = recorder.calls[first_call]["wrote"] if mode.startswith("fast") else (extraction[-1]["wrote"] if extraction else "")
                 row.update(user=user.user_id, session=number, kind=turn.kind, said=turn.text, answer=answer,
                            asked_again=len(recorder.calls) - first_call > 1,
-                           raw=raw, compliant=_compliant(raw) if (mode == "fast" or extraction) else None,
+                           raw=raw, compliant=_compliant(raw) if (mode.startswith("fast") or extraction) else None,
                            seconds=round(seconds, 2),
                            extraction_seconds=round(sum(c["seconds"] for c in extraction), 2))
                 rows.append(row)
@@ -168,7 +171,7 @@ def main() -> None:
     parser.add_argument("--base-url", help="an OpenAI-compatible server (default: the scripted stand-in)")
     parser.add_argument("--model", default="scripted")
     parser.add_argument("--api-key", default="not-needed")
-    parser.add_argument("--mode", choices=["fast", "background", "both"], default="both")
+    parser.add_argument("--mode", choices=["fast", "fast-fallback", "background", "both"], default="both")
     parser.add_argument("--max-tokens", type=int, default=300, help="per reply, to bound a run's time")
     parser.add_argument("--out", default="bench/out/real_model.json")
     args = parser.parse_args()

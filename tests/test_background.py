@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from headroom._scripted_server import ScriptedServer, chat_chunks, chat_completion, rule_based_reply
-from headroom.memory import RetryPolicy, with_memory
+from headroom.memory import RetryPolicy, with_fast_memory, with_memory
 
 from .spec_examples import examples
 from .test_concurrency import WORKER
@@ -346,4 +346,59 @@ def test_an_echo_of_the_remembered_context_is_removed_and_the_rest_left_as_writt
     assert client.memory.flush(timeout=30) is True
     extraction = [r.body for r in server.requests if r.path == "/v1/chat/completions" and is_extraction(r.body)]
     assert "remembered_context" not in extraction[-1]["messages"][-1]["content"]  # the reply as the caller got it
+    client.close()
+
+
+def forgetful(replies):
+    """A model that answers an instructed call with ``replies`` in turn (blocks or none) and an
+    extraction call by the stand-in's rules."""
+    replies = iter(replies)
+
+    def answer(body):
+        if is_extraction(body):
+            return 200, chat_completion(body, [rule_based_reply(body)])
+        reply = next(replies)
+        return 200, chat_chunks(body, reply, 3) if body.get("stream") else chat_completion(body, [reply])
+
+    return answer
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fast_memory_falls_back_to_extraction_when_the_model_gives_no_note(server, db_path, stream):
+    server.handlers["/v1/chat/completions"] = forgetful([
+        "Kafka is a fine choice.",  # no block: queued for extraction
+        'Rust, then. <memory>{"memories": []}</memory>',  # nothing new, as the model says: not queued
+        "Got it. <memory>{memories: [{content: ...</memory>",  # nothing readable in it: queued
+        'Vim it is. <memory>{"memories": [{"content": "Uses vim"}]}</memory>',  # read: not queued
+    ])
+    client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0), user_id="alice",
+                              db_path=db_path, fallback_extraction=True)
+    said = ["We use Kafka.", "Hi again.", "I prefer Rust for CLIs.", "I use vim."]
+    answers = []
+    for text in said:
+        messages = [{"role": "user", "content": text}]
+        if stream:
+            answers.append("".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+                model="m", messages=messages, stream=True) if c.choices))
+        else:
+            answers.append(client.chat.completions.create(model="m", messages=messages).choices[0].message.content)
+    assert answers == ["Kafka is a fine choice.", "Rust, then.", "Got it.", "Vim it is."]
+    assert client.memory.flush(timeout=30) is True
+    extractions = [r.body for r in server.requests if r.path == "/v1/chat/completions" and is_extraction(r.body)]
+    assert [e["messages"][-1]["content"].splitlines()[0] for e in extractions] == [
+        "User: We use Kafka.", "User: I prefer Rust for CLIs."]
+    stored = {m.text: m.source for m in client.memory.get_all()}
+    assert stored == {"Uses Kafka": "background", "Prefers Rust for CLIs": "background", "Uses vim": "inline"}
+    assert client.memory.stats()["extracted_apart"] == 2
+    client.close()
+
+
+def test_fast_memory_without_the_fallback_makes_no_second_call(server, db_path):
+    server.handlers["/v1/chat/completions"] = forgetful(["Kafka is a fine choice."])
+    client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0), user_id="alice",
+                              db_path=db_path)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "We use Kafka."}])
+    assert client.memory.flush(timeout=30) is True
+    assert len(server.chat_requests()) == 1 and client.memory.get_all() == []
+    assert client.memory.stats()["replies_without_block"] == 1 and client.memory.stats()["extracted_apart"] == 0
     client.close()

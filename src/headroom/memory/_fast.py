@@ -68,14 +68,21 @@ class FastMemory:
     Background: nothing is added to the request and the reply is left as it is but for echoes of
     the remembered context; ``record`` is called with the turn and the reply's text (to queue it
     for extraction).
+
+    Inline with a ``fallback``: when the instructed model gave no note to read (no block at all, or
+    one that held nothing readable: invalid JSON, the example copied), the turn goes to
+    ``fallback`` as it would to ``record``, so a model that forgets the protocol does not lose what
+    the user said. A block that says "nothing new" (``{"memories": []}``) is an answer, not a miss.
     """
 
     def __init__(self, memory: UserMemory, *, top_k: int = 5, min_score: float = DEFAULT_MIN_SCORE,
-                 record: Callable[[Turn, str], Any] | None = None) -> None:
+                 record: Callable[[Turn, str], Any] | None = None,
+                 fallback: Callable[[Turn, str], Any] | None = None) -> None:
         self.memory = memory
         self.top_k = top_k
         self.min_score = min_score
         self.record = record
+        self.fallback = fallback
         self.observed = Observations()
         self.replay = BlockReplay()
         memory.report_stats(self.observed.counts)
@@ -125,10 +132,25 @@ class FastMemory:
             out["messages"] = sent
         return out, turn
 
-    def store(self, result: ParseResult | None, turn: Turn) -> list[Memory]:
-        """Store what a reply's blocks held (``extract`` then ``write``)."""
+    def store(self, result: ParseResult | None, turn: Turn) -> None:
+        """Store what a reply's blocks held (``extract`` then ``write``), or hand the turn to the
+        fallback."""
+        write = self.handle(result, turn)
+        if write is not None:
+            write()
+
+    def handle(self, result: ParseResult | None, turn: Turn) -> Callable[[], object] | None:
+        """The write an instructed model's reply asks for, not yet run: its notes stored, or the
+        turn handed to the fallback when the model gave no note to read; None if neither."""
         extracted = self.extract(result, turn)
-        return self.write(extracted, turn) if extracted else []
+        if extracted:
+            return lambda: self.write(extracted, turn)
+        fallback = self.fallback
+        if result is None or fallback is None or result.memories or not (result.blocks == 0 or result.problems):
+            return None
+        self.observed.note("extracted_apart")
+        reply = result.text
+        return (lambda: self._record(turn, reply, fallback)) if _worth_recording(turn, reply) else None
 
     def extract(self, result: ParseResult | None, turn: Turn) -> list[ExtractedMemory]:
         """The notes of a reply's blocks worth storing; what the reply showed about the model (no
@@ -172,12 +194,12 @@ class FastMemory:
         server runs this on its event loop and only the write in a worker thread."""
         try:
             if turn.instructed:
-                extracted = self.extract(dialect.clean(response), turn)
-                return (lambda: self.write(extracted, turn)) if extracted else None
-            if self.record is not None:
+                return self.handle(dialect.clean(response), turn)
+            record = self.record
+            if record is not None:
                 dialect.clean(response, blocks=False)  # echoes of the remembered context only
                 reply = dialect.reply_text(response)
-                return (lambda: self._record(turn, reply)) if _worth_recording(turn, reply) else None
+                return (lambda: self._record(turn, reply, record)) if _worth_recording(turn, reply) else None
         except Exception:
             logger.exception("could not handle the reply's memory; the reply is returned as it is")
         return None
@@ -202,15 +224,16 @@ class FastMemory:
         """The caller's stream, wrapped so its end is handled as ``after`` handles a whole reply."""
         if turn.instructed:
             return shell(response, dialect.stream_filter(), lambda f: self.store(f.result(), turn))
-        if self.record is not None:
-            return shell(response, dialect.stream_filter(blocks=False), lambda f: self._record(turn, f.text()))
+        record = self.record
+        if record is not None:
+            return shell(response, dialect.stream_filter(blocks=False), lambda f: self._record(turn, f.text(), record))
         return response
 
-    def _record(self, turn: Turn, reply: str) -> None:
+    def _record(self, turn: Turn, reply: str, record: Callable[[Turn, str], Any]) -> None:
         if not _worth_recording(turn, reply):
             return
         try:
-            self.record(turn, reply)  # type: ignore[misc]
+            record(turn, reply)
         except HeadroomMemoryError as exc:
             logger.error("could not queue the turn for extraction: %s", exc)
         except Exception:
@@ -239,6 +262,7 @@ class Observations:
         "echoed_context": "the model repeated the remembered context; removed from the reply",
         "empty_replies": "the reply was empty once its memory block was removed",
         "asked_again": "the model wrote only its memory block; asked again without the instruction",
+        "extracted_apart": "the model gave no memory block to read; its turn was queued for extraction",
     }
 
     def __init__(self) -> None:
@@ -515,11 +539,13 @@ def wrap_client(client: Any, core: FastMemory) -> MemoryClient | AsyncMemoryClie
 @overload
 def with_fast_memory(client: AsyncClient, user_id: str, db_path: str | os.PathLike[str] | None = ..., top_k: int = ...,
                      use_local_embeddings: bool = ..., embedding_model: str = ..., *, min_score: float = ...,
-                     embedder: Embedder | None = ..., store: Store | None = ...) -> AsyncMemoryClient: ...
+                     embedder: Embedder | None = ..., store: Store | None = ..., fallback_extraction: bool = ...,
+                     extraction_client: Any = ..., extraction_model: str | None = ...) -> AsyncMemoryClient: ...
 @overload
 def with_fast_memory(client: Any, user_id: str, db_path: str | os.PathLike[str] | None = ..., top_k: int = ...,
                      use_local_embeddings: bool = ..., embedding_model: str = ..., *, min_score: float = ...,
-                     embedder: Embedder | None = ..., store: Store | None = ...) -> MemoryClient: ...
+                     embedder: Embedder | None = ..., store: Store | None = ..., fallback_extraction: bool = ...,
+                     extraction_client: Any = ..., extraction_model: str | None = ...) -> MemoryClient: ...
 def with_fast_memory(
     client: Any,
     user_id: str,
@@ -531,6 +557,9 @@ def with_fast_memory(
     min_score: float = DEFAULT_MIN_SCORE,
     embedder: Embedder | None = None,
     store: Store | None = None,
+    fallback_extraction: bool = False,
+    extraction_client: Any = None,
+    extraction_model: str | None = None,
 ) -> MemoryClient | AsyncMemoryClient:
     """Give an OpenAI-compatible client memory, extracted inline from its own replies.
 
@@ -540,6 +569,22 @@ def with_fast_memory(
     memories are stored before ``create`` returns (embedded just after). An async client
     (``AsyncOpenAI``) gives an ``AsyncMemoryClient``; ``stream=True`` gives a stream with the block
     removed as it passes.
+
+    With ``fallback_extraction=True``, a turn whose reply gave no note to read (small models often
+    forget the block) is queued for a separate extraction call in a background thread, as
+    ``with_memory`` does, through ``extraction_client`` with ``extraction_model`` (defaults: the
+    same client, or its synchronous twin, and the call's own model). It costs a second call only
+    on such turns; ``client.memory.flush()`` waits for them.
     """
     memory = client_memory(client, user_id, db_path, top_k, use_local_embeddings, embedding_model, embedder, store)
-    return wrap_client(client, FastMemory(memory, top_k=top_k, min_score=min_score))
+    fallback = None
+    if fallback_extraction:
+        from ._background import extraction_queue  # it builds on this module
+
+        try:
+            fallback = extraction_queue(memory, client, extraction_client=extraction_client,
+                                        extraction_model=extraction_model, min_score=min_score)
+        except BaseException:
+            memory.close()
+            raise
+    return wrap_client(client, FastMemory(memory, top_k=top_k, min_score=min_score, fallback=fallback))
