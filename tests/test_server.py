@@ -400,6 +400,26 @@ def test_background_mode_extracts_every_users_turns_in_one_pool(upstream, db_pat
         assert "headroom_queue_depth 0" in httpx.get(server.url + "/metrics").text
 
 
+def test_fast_mode_with_fallback_extracts_a_reply_that_gave_no_note(upstream, db_path, local_embedder):
+    from headroom._scripted_server import rule_based_reply
+
+    def forgetful(body):  # the instructed call answers without a block; the extraction call by the rules
+        return rule_based_reply(body) if body.get("max_tokens") == 512 else "Rust is a good pick."
+
+    upstream.script_chat(forgetful)
+    with start(upstream, db_path, local_embedder, fallback_extraction=True, extraction_key="server-key") as server:
+        reply = chat(server, "key-ff").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "I prefer Rust."}])
+        assert reply.choices[0].message.content == "Rust is a good pick."
+        assert "<memory>" in upstream.chat_requests()[0]["messages"][0]["content"]  # instructed: fast mode
+        deadline = time.monotonic() + 30
+        while memories(server, "key-ff") != ["Prefers Rust"]:
+            assert time.monotonic() < deadline, memories(server, "key-ff")
+            time.sleep(0.1)
+        extraction = [r for r in upstream.requests if r.body.get("max_tokens") == 512]
+        assert len(extraction) == 1 and "server-key" in json.dumps(extraction[0].headers)
+
+
 def test_stopping_the_server_drains_queued_extractions(upstream, db_path, local_embedder):
     from headroom._scripted_server import rule_based_reply
     from headroom.memory import open_memory

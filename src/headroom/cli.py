@@ -427,9 +427,12 @@ def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> Non
 @click.option("--mode", type=click.Choice(["fast", "background"]), default="fast", show_default=True,
               help="fast: the model writes a memory block inline; background: a separate call extracts, "
                    "with $HEADROOM_UPSTREAM_API_KEY")
+@click.option("--fallback-extraction", is_flag=True,
+              help="fast mode: a reply with no memory block to read is extracted by a separate call, "
+                   "with $HEADROOM_UPSTREAM_API_KEY")
 @click.pass_obj
 def serve(ctx: _Context, upstream: str, host: str, port: int, server_db: str | None, trust_user_header: bool,
-          admin_token: str | None, secret_file: str | None, top_k: int, mode: str) -> None:
+          admin_token: str | None, secret_file: str | None, top_k: int, mode: str, fallback_extraction: bool) -> None:
     """Serve memory to any OpenAI- or Anthropic-API client: point its base URL at this server."""
     import os
 
@@ -440,12 +443,13 @@ def serve(ctx: _Context, upstream: str, host: str, port: int, server_db: str | N
     except ImportError as exc:
         _fail(EXIT_REFUSED, f"the server needs the [server] extra: pip install 'headroom-memory[server]' ({exc})")
     extraction_key = os.environ.get("HEADROOM_UPSTREAM_API_KEY")
-    if mode == "background" and not extraction_key:
-        click.echo("background mode: $HEADROOM_UPSTREAM_API_KEY is not set; extraction calls go without a key",
-                   err=True)
+    if (mode == "background" or fallback_extraction) and not extraction_key:
+        click.echo(f"{'background mode' if mode == 'background' else 'fallback extraction'}: "
+                   "$HEADROOM_UPSTREAM_API_KEY is not set; extraction calls go without a key", err=True)
     config = ServerConfig(upstream=upstream, secret=load_secret(secret_file), db=server_db or ctx.db,
                           trust_user_header=trust_user_header, admin_token=admin_token, top_k=top_k,
-                          mode=mode, extraction_key=extraction_key, host=host)  # type: ignore[arg-type]
+                          mode=mode, extraction_key=extraction_key, host=host,  # type: ignore[arg-type]
+                          fallback_extraction=fallback_extraction)
     app = _guarded(lambda: create_app(config, embedder=ctx.embedder()))
     click.echo(f"memory server on http://{host}:{port}/v1 in front of {config.upstream_root}", err=True)
     # The upstream's Date and Server headers reach the caller, not uvicorn's own beside them.

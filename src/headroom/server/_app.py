@@ -42,9 +42,12 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store:
     metrics = Metrics()
     users = Users(store, embedder, config, metrics)
     proxy = Proxy(config, users, metrics)
-    extraction = Extraction(users, config) if config.mode == "background" else None
+    extraction = Extraction(users, config) if config.mode == "background" or config.fallback_extraction else None
     if extraction is not None:
-        users.record = extraction.record
+        if config.mode == "background":
+            users.record = extraction.record
+        else:
+            users.fallback = extraction.record
         metrics.queue_depth = extraction.depth
 
     async def healthz(request: Request) -> Response:

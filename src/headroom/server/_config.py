@@ -40,7 +40,8 @@ class ServerConfig:
     min_score: float = DEFAULT_MIN_SCORE  # the injection floor, the library's by default
     max_users: int = 10_000  # users whose per-user state (protocol counters, replayed blocks) is kept
     timeout: float = 600.0  # seconds to wait for the upstream's reply
-    extraction_key: str | None = None  # background mode: the server's own key for extraction calls
+    extraction_key: str | None = None  # background mode and fallback: the server's own key for extraction calls
+    fallback_extraction: bool = False  # fast mode: a reply with no note to read is extracted apart
     host: str = "127.0.0.1"  # where the server listens: MCP's DNS-rebinding guard allows only this host
 
     @property

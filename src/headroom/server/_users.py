@@ -54,16 +54,19 @@ class Users:
     def core(self, user_id: str, dialect: str) -> FastMemory:
         """The user's ``FastMemory`` for one API family: instructed inline in fast mode; in
         background mode (``record`` set by the server) the reply is left as written and the turn
-        queued, with the family its extraction call must speak."""
+        queued, with the family its extraction call must speak; in fast mode with a ``fallback``,
+        only turns whose reply gave no note to read are queued."""
         key = (user_id, dialect)
         with self._lock:
             core = self._cores.get(key)
             if core is not None:
                 self._cores.move_to_end(key)
                 return core
-        record = self.record
-        core = _CountedFastMemory(self.memory(user_id), top_k=self.config.top_k, min_score=self.config.min_score,
-                                  record=None if record is None else lambda turn, reply: record(user_id, dialect, turn, reply))
+        record, fallback = self.record, self.fallback
+        core = _CountedFastMemory(
+            self.memory(user_id), top_k=self.config.top_k, min_score=self.config.min_score,
+            record=None if record is None else lambda turn, reply: record(user_id, dialect, turn, reply),
+            fallback=None if fallback is None else lambda turn, reply: fallback(user_id, dialect, turn, reply))
         core.metrics = self.metrics
         with self._lock:
             core = self._cores.setdefault(key, core)
@@ -73,6 +76,9 @@ class Users:
 
     #: Set by the server in background mode: ``record(user_id, dialect, turn, reply)`` queues a turn.
     record: Any = None
+    #: Set by the server in fast mode with ``fallback_extraction``: the same, for a turn whose reply
+    #: gave no note to read.
+    fallback: Any = None
 
     def __len__(self) -> int:
         return len(self._cores)
