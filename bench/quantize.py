@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from headroom.memory._local_model import _OnnxRuntime, model_dir, onnx_cache_path
+from headroom.memory._local_model import ModelFiles, _OnnxRuntime, onnx_cache_path
 
 SENTENCES = [
     'I prefer Python for backend work',
@@ -84,7 +84,7 @@ VARIANTS: dict[str, Callable[[Path, Path], None]] = {
 
 
 def measure(path: Path, reference: np.ndarray | None, calls: int) -> tuple[float, float, float]:
-    runtime = _OnnxRuntime(path, model_dir() / "tokenizer.json")
+    runtime = _OnnxRuntime(path, ModelFiles.at())
     vectors = runtime.embed(SENTENCES)
     cosines = np.sum(vectors * reference, axis=1) if reference is not None else np.ones(len(SENTENCES))
     for _ in range(30):
@@ -105,7 +105,7 @@ def batches(fp32: Path) -> None:
     rng = np.random.default_rng(7)
     words = " ".join(SENTENCES).split()
     texts = [" ".join(rng.choice(words, size=int(rng.integers(4, 40)))) for _ in range(2000)]
-    runtime = _OnnxRuntime(fp32, model_dir() / "tokenizer.json")
+    runtime = _OnnxRuntime(fp32, ModelFiles.at())
     runtime.embed(texts[:64])
     default = local_model.BATCH
     print("| batch size | memories/s |\n|---|---|")
@@ -131,7 +131,7 @@ def main() -> None:
     if args.batches:
         batches(fp32)
         return
-    reference = _OnnxRuntime(fp32, model_dir() / "tokenizer.json").embed(SENTENCES)
+    reference = _OnnxRuntime(fp32, ModelFiles.at()).embed(SENTENCES)
     print(f"{len(SENTENCES)} sentences; one query of {len(QUERY[0].split())} words, {args.calls} calls")
     print("| variant | min cosine to fp32 | mean cosine | one-query embed p50 |\n|---|---|---|---|")
     low, mean, p50 = measure(fp32, reference, args.calls)

@@ -106,3 +106,38 @@ def test_hash_embedder_is_deterministic():
     a = HashEmbedder().embed(["same words", "other"])
     b = HashEmbedder().embed(["same words", "other"])
     assert np.array_equal(a, b) and not np.allclose(a[0], a[1])
+
+
+def test_a_model_directory_by_path_embeds_as_sentence_transformers_does(tmp_path, local_embedder, monkeypatch):
+    """Any mean-pooled sentence-transformers directory can be the local model (the installed
+    MiniLM stands in here for e.g. all-mpnet-base-v2: its name, size and window come from its files)."""
+    from headroom.memory._local_model import model_dir
+
+    monkeypatch.setenv("HEADROOM_CACHE_DIR", str(tmp_path))  # exports land here, not in the user's cache
+    by_path = LocalEmbedder(path=str(model_dir()), cache_dir=str(tmp_path))
+    assert (by_path.name, by_path.dim) == ("all-MiniLM-L6-v2", 384)  # the installed model keeps its name
+    assert np.allclose(by_path.embed(SENTENCES), local_embedder.embed(SENTENCES), atol=1e-5)
+    assert isinstance(make_embedder(True, str(model_dir())), LocalEmbedder)
+
+    copy = tmp_path / "my-minilm"  # a copy elsewhere is a model of its own name, recorded in files
+    copy.mkdir()
+    for item in model_dir().iterdir():
+        (copy / item.name).symlink_to(item)
+    other = LocalEmbedder(path=str(copy), backend="onnx", cache_dir=str(tmp_path))
+    assert other.name == "my-minilm" and other.backend == "onnx"
+    memory = open_memory("u", str(tmp_path / "m.db"), embedding_model=str(copy))
+    memory.add("Prefers Python for backend work", "preference")
+    memory.flush()
+    assert memory.search("which language for servers?")[0][0].text == "Prefers Python for backend work"
+    memory.close()
+    from headroom.memory import EmbeddingModelMismatchError
+
+    with pytest.raises(EmbeddingModelMismatchError, match="holds vectors of my-minilm"):  # the file keeps to it
+        open_memory("u", str(tmp_path / "m.db"))
+
+
+def test_a_directory_that_is_not_a_model_is_refused(tmp_path):
+    from headroom.memory import EmbedderUnavailableError
+
+    with pytest.raises(EmbedderUnavailableError, match="not a sentence-transformers model directory"):
+        LocalEmbedder(path=str(tmp_path))

