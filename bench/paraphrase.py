@@ -1,6 +1,6 @@
 """Recall on paraphrased questions over short memories: hybrid ranking against vector-only.
 
-    .venv/bin/python bench/paraphrase.py [--locomo]
+    .venv/bin/python bench/paraphrase.py [--locomo] [--embedding-model DIR]
 
 The set is ``bench/paraphrases.py``: 5 users, 100 short memories in the three categories, and 150
 questions worded the way people ask them. They share few words with the memory that answers them,
@@ -59,8 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--locomo", action="store_true", help="also run bench/locomo.py")
     parser.add_argument("--misses", action="store_true", help="print the questions missed at 3")
+    parser.add_argument("--embedding-model", default=None,
+                        help="a local sentence-transformers directory (default: the installed MiniLM)")
     args = parser.parse_args()
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder(path=args.embedding_model)
+    print(f"embedding model: {embedder.name}")
     print(f"{sum(len(v) for v in MEMORIES.values())} memories of {len(MEMORIES)} users, {len(QUESTIONS)} questions")
     print("| ranking | hit@1 | hit@3 | hit@5 | answer injected (top 5, cosine >= floor) |")
     print("|---|---|---|---|---|")
@@ -75,7 +78,8 @@ def main() -> None:
             for question, answer, first in r["misses"]:
                 print(f"  {question!r} -> wanted {answer!r}, first {first!r}")
     if args.locomo:
-        subprocess.run([sys.executable, str(Path(__file__).with_name("locomo.py"))], check=True)
+        more = ["--embedding-model", args.embedding_model] if args.embedding_model else []
+        subprocess.run([sys.executable, str(Path(__file__).with_name("locomo.py")), *more], check=True)
 
 
 if __name__ == "__main__":
