@@ -131,6 +131,7 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
                 row.update(user=user.user_id, session=number, kind=turn.kind, said=turn.text, answer=answer,
                            asked_again=len(recorder.calls) - first_call > 1,
                            raw=raw, compliant=_compliant(raw) if (mode.startswith("fast") or extraction) else None,
+                           extraction_wrote=extraction[-1]["wrote"] if extraction else None,
                            seconds=round(seconds, 2),
                            extraction_seconds=round(sum(c["seconds"] for c in extraction), 2))
                 rows.append(row)

@@ -267,8 +267,9 @@ def test_extraction_asks_for_structured_output_with_a_token_bound_and_falls_back
     assert [m.text for m in client.memory.get_all()] == ["Uses Kafka"]  # an untagged block, read as one
     first, fallback, second = seen
     assert first["response_format"]["type"] == "json_schema" and first["max_tokens"] == 512
+    assert first["temperature"] == 0
     assert "response_format" not in fallback and fallback["max_tokens"] == 512
-    assert "response_format" not in second  # refused once: not asked again
+    assert "response_format" not in second and "temperature" not in second  # refused once: not asked again
     client.close()
 
 
@@ -305,8 +306,10 @@ def test_notes_about_the_chat_are_not_the_users():
     from headroom.memory._grounding import from_user
 
     notes = ["Thanks", "user said 'haha nice'", "User greeted with a good morning message",
-             "User said they are vegetarian", "Is vegetarian"]
-    assert from_user(notes, "haha nice, I'm vegetarian", "") == [False, False, False, True, True]
+             "User said they are vegetarian", "Is vegetarian", "Haha nice", "ok, cool!", "Great, thanks.",
+             "Lives in Nice", "Nice weather makes them happy"]
+    said = "haha nice, ok cool, great thanks. I'm vegetarian and I live in Nice; nice weather makes me happy"
+    assert from_user(notes, said, "") == [False, False, False, True, True, False, False, False, True, True]
 
 
 def test_notes_the_user_never_said_are_invented():

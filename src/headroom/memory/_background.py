@@ -53,6 +53,11 @@ EXTRACTION_MAX_TOKENS = 512
 #: Structured output, for servers that support it (OpenAI, vLLM, llama.cpp): the reply is then a
 #: valid ``{"memories": [...]}`` object, which the parser reads like a block.
 STRUCTURED = {"type": "json_schema", "json_schema": {"name": "memories", "strict": False, "schema": EXTRACTION_SCHEMA}}
+#: What an OpenAI-shaped extraction call asks for beyond the request itself: structured output, and
+#: temperature 0 (copying what the user said is no place for sampling: at the server's default a
+#: 1.5B model noted the assistant's "Happy birthday to her!" as the user's). A server that refuses
+#: either (some reasoning models take no temperature) gets neither from then on.
+EXTRACTION_OPTIONS: dict[str, Any] = {"response_format": STRUCTURED, "temperature": 0}
 
 
 def make_caller(client: Any, dialect: Dialect) -> Caller:
@@ -60,22 +65,23 @@ def make_caller(client: Any, dialect: Dialect) -> Caller:
     if dialect is ANTHROPIC:
         def call(system: str, user: str, model: str) -> str:
             message = client.messages.create(model=model, max_tokens=EXTRACTION_MAX_TOKENS, system=system,
-                                             messages=[{"role": "user", "content": user}])
+                                             temperature=0, messages=[{"role": "user", "content": user}])
             return dialect.reply_text(message)
         return call
-    structured = [True]  # until the server refuses it once
+    extras = [EXTRACTION_OPTIONS]  # until the server refuses them once
 
     def call_chat(system: str, user: str, model: str) -> str:
         request: dict[str, Any] = {"model": model, "max_tokens": EXTRACTION_MAX_TOKENS, "messages": [
             {"role": "system", "content": system}, {"role": "user", "content": user}]}
-        if structured[0]:
+        if extras[0]:
             try:
-                return dialect.reply_text(client.chat.completions.create(**request, response_format=STRUCTURED))
+                return dialect.reply_text(client.chat.completions.create(**request, **extras[0]))
             except Exception as exc:
                 if getattr(exc, "status_code", None) not in (400, 404, 415, 422, 501):
                     raise
-                structured[0] = False
-                logger.info("the extraction server refused structured output (%s); asking in plain text", exc)
+                extras[0] = {}
+                logger.info("the extraction server refused structured output or temperature 0 (%s); asking in "
+                            "plain text", exc)
         return dialect.reply_text(client.chat.completions.create(**request))
 
     return call_chat

@@ -42,10 +42,12 @@ USER_WORDS = 0.5
 #: Below this share of its words in anything the user said, a note is invented.
 INVENTED_BELOW = 0.25
 _SUFFIXES = ("ing", "ed", "es", "s")
-#: Notes about the conversation itself: pleasantries, and the user's words reported as words.
+_PLEASANTRY = (r"(?:thanks|thank you|you'?re welcome|hello|hi|hey|good (?:morning|afternoon|evening|night)|bye|"
+               r"goodbye|ok(?:ay)?|lol|haha|nice|cool|great|awesome|wow|yes|yeah|sure|no worries)")
+#: Notes about the conversation itself: pleasantries, alone or strung together ("Haha nice", from
+#: "haha nice" on the 1.5B model), and the user's words reported as words.
 _ABOUT_THE_CHAT = re.compile(
-    r"^\W*(?:(?:the )?user (?:greeted|thanked|said\s*[:'\"\u201c])|(?:thanks|thank you|you'?re welcome|hello|"
-    r"hi|hey|good (?:morning|afternoon|evening|night)|bye|goodbye|ok(?:ay)?|lol|haha)\W*$)", re.IGNORECASE)
+    rf"^\W*(?:(?:the )?user (?:greeted|thanked|said\s*[:'\"\u201c])|(?:{_PLEASANTRY}\b\W*)+$)", re.IGNORECASE)
 
 
 def _stem(word: str) -> str:
