@@ -64,8 +64,9 @@ def make_caller(client: Any, dialect: Dialect) -> Caller:
     """One extraction request through a synchronous client of either API family."""
     if dialect is ANTHROPIC:
         def call(system: str, user: str, model: str) -> str:
+            # No temperature: the Anthropic SDK's create no longer takes one (2.x; newer models sample their own way).
             message = client.messages.create(model=model, max_tokens=EXTRACTION_MAX_TOKENS, system=system,
-                                             temperature=0, messages=[{"role": "user", "content": user}])
+                                             messages=[{"role": "user", "content": user}])
             return dialect.reply_text(message)
         return call
     extras = [EXTRACTION_OPTIONS]  # until the server refuses them once
