@@ -159,28 +159,3 @@ def test_add_many_categories_and_content_synonym(hashed):
     )
     assert [(m.text, m.category, m.source) for m in stored] == [
         ("Prefers tabs", "preference", "inline"), ("On call this week", "context", "inline")]
-
-
-def test_a_cold_users_index_loads_beside_the_query_embedding(db_path, local_embedder, monkeypatch):
-    """A search of a user whose index is not cached hands the load to another thread while the
-    query is embedded; what it finds is what a warm search finds."""
-    from headroom.memory._backends import open_store
-
-    def store():
-        return open_store(db_path, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim)
-
-    monkeypatch.setenv("HEADROOM_INDEX_CACHE_MB", "0")  # only the last user's index stays cached
-    bob = open_memory("bob", store=store(), embedder=local_embedder)
-    bob.add_many(["Prefers Rust for command-line tools", "Lives in Lisbon", "Has a cat named Miso"])
-    carol = open_memory("carol", store=bob.store, embedder=local_embedder)
-    carol.add("Has a dog named Rex")
-    bob.flush()
-    carol.search("pets")
-    assert bob.store.prefetch("bob") is not None  # cold: there is a load to run beside the embedding
-    cold = bob.search("what pet do I have?")
-    monkeypatch.delenv("HEADROOM_INDEX_CACHE_MB")
-    warm = open_memory("bob", store=store(), embedder=local_embedder)
-    assert warm.search("what pet do I have?") == cold and cold[0][0].text == "Has a cat named Miso"
-    assert warm.store.prefetch("bob") is None  # cached now: nothing to run
-    for memory in (warm, bob):
-        memory.store.close()

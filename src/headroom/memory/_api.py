@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
@@ -47,27 +45,6 @@ __all__ = ["UserMemory", "open_memory", "MemoryInput"]
 
 
 logger = logging.getLogger(__name__)
-
-_PREFETCH: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child has none of its parent's threads
-_PREFETCH_LOCK = threading.Lock()
-
-
-def _prefetcher() -> ThreadPoolExecutor:
-    """Two threads for every store in the process, made on first use (in a forked child too)."""
-    pid = os.getpid()
-    with _PREFETCH_LOCK:
-        pool = _PREFETCH.get(pid)
-        if pool is None:
-            _PREFETCH.clear()
-            pool = _PREFETCH[pid] = ThreadPoolExecutor(2, thread_name_prefix="headroom-prefetch")
-        return pool
-
-
-def _quietly(step: Callable[[], object]) -> None:
-    try:
-        step()
-    except Exception:  # the search does it again, and raises there
-        logger.debug("prefetching a user's index failed", exc_info=True)
 
 #: One item for ``add_many``: a text, or a mapping with ``text`` (or ``content``), ``category``, ``metadata``.
 MemoryInput = str | Mapping[str, Any]
@@ -123,19 +100,10 @@ class UserMemory:
             raise InvalidInputError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
         if category is not None:
             validate_category(category)
-        vector = self._embed_beside(query, self.store.prefetch(self.user_id))
+        vector = embed_query(self.embedder, query)
         self._embedding.wait(SEARCH_WAIT_SECONDS)  # read your own writes: deferred vectors land first
         words = content_words(query) if self.scoring.keyword_weight else []
         return self.store.ranked(self.user_id, vector, top_k, category, words, self.scoring)
-
-    def _embed_beside(self, query: str, step: Callable[[], object] | None) -> np.ndarray:
-        """The query's vector, embedded while another thread runs ``step`` (a cold user's rows being
-        loaded: the model and the database each keep a core busy). The step is not waited for:
-        the search that follows takes the store's lock, so it ranks once the load is done; a step
-        that failed is done again there, and its error raised."""
-        if step is not None:
-            _prefetcher().submit(_quietly, step)
-        return embed_query(self.embedder, query)
 
     def get(self, memory_id: str) -> Memory:
         memory = self.store.get(self.user_id, memory_id)

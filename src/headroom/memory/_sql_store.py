@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -470,16 +470,6 @@ class SQLStore:
         each of ``words``, stemmed; the index scores them), each with its cosine and keyword score."""
         with self._lock:
             return self._rank(self._index(user_id), user_id, query, top_k, category, words, scoring)
-
-    def prefetch(self, user_id: str) -> Callable[[], object] | None:
-        if self._indexes.get(user_id) is not None:
-            return None  # cached (a stale one is reloaded by the search itself: rare)
-
-        def load() -> None:
-            with self._lock:
-                self._index(user_id)
-
-        return load
 
     def _rank(self, index: VectorIndex, user_id: str, query: np.ndarray, top_k: int, category: str | None,
               words: Sequence[str], scoring: Scoring | None) -> list[tuple[Memory, float, float]]:

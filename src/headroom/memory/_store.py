@@ -6,7 +6,7 @@ another user's rows. Vectors arrive already normalized, as float32 rows.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -115,12 +115,6 @@ class Store(Protocol):
         """The user's ``top_k`` searchable live memories ranked by ``scoring`` (cosine to ``query``
         and full-text relevance to ``words``; cosine alone without it), each with its cosine and its
         keyword score (0 to 1): why it ranks there."""
-        ...
-
-    def prefetch(self, user_id: str) -> Callable[[], object] | None:
-        """What a search of ``user_id`` would do before it can rank (load the user's rows), as a
-        step another thread may run while the query is embedded; None when nothing is to be done
-        (the user's index is cached). Running it is optional: ``ranked`` does the same if needed."""
         ...
 
     def counts(self, user_id: str) -> dict[str, int]:
