@@ -96,6 +96,20 @@ def test_near_miss_formats_are_stripped_stored_and_counted(reply):
         assert chunked(reply, [cut]) == "Sure."
 
 
+def test_an_untagged_block_in_the_middle_of_a_line_is_removed_the_same_over_every_split():
+    """Seen twice on the 1.5B model. The words before it on its line stay: in a stream they are
+    shown before the block starts."""
+    reply = 'Moved, noted. Here is {"memories": [{"content": "Moved to Amsterdam"}]} and more.'
+    result = parse_reply(reply)
+    assert result.text == "Moved, noted. Here is and more."
+    assert [m.text for m in result.memories] == ["Moved to Amsterdam"] and result.repairs == 1
+    for cut in range(len(reply) + 1):
+        assert chunked(reply, [cut]) == result.text
+        assert chunked(reply, [cut, cut + 3]) == result.text
+    code = 'In Python: data = {"memory": 1} or f"{memories}" and {memories: 2}.'
+    assert parse_reply(code).text == code  # a key not quoted, or another key: the answer's own text
+
+
 def test_a_label_alone_is_the_answers_text_and_a_labelled_block_leaves_nothing():
     assert parse_reply("Memory safety matters.\nMemories: we keep none.").text == "Memory safety matters.\nMemories: we keep none."
     assert parse_reply('Memory block:\n{"memories": []}').text == ""
@@ -273,7 +287,7 @@ BLOCK_BODY = '"content": "Prefers Python"'
 tags = st.sampled_from(["<memory>", "</memory>", "<mem", "<", "</", "memory>", "<MEMORY>", "\n", " ", "< memory >",
                         BLOCK, '["x"]', "{", "```", "<memories>", "</memories>", "<remembered_context>",
                         "</remembered_context>", '\n{"memories": ["y"]}', "\n```json\n", "'", "<replaces>",
-                        "</replaces>"])
+                        "</replaces>", 'is {"memories": ["z"]}', '{"mem', "{ 'memories':", '"'])
 
 
 def chunked(text: str, cuts: list[int]) -> str:

@@ -65,6 +65,10 @@ _BARE = re.compile(r"[ \t]*(?:```[a-zA-Z]*[ \t]*\n?[ \t]*)?"
                    r"|<[ \t]*(?!(?:memory|memories|remembered_context|replaces)[ \t]*>)"
                    r"(?P<other>[A-Za-z_][A-Za-z_-]{0,20})[ \t]*>[ \t]*)?"
                    r"(?=\{\s*[\"']?memories[\"']?\s*:)", re.IGNORECASE)
+#: An untagged block in the middle of a line ("... the memory block is {"memories": [...]}"): only
+#: with its key quoted, as JSON or a Python literal (``{memories:`` is common in code).
+_MID_BARE = re.compile(r"\{\s*[\"']memories[\"']\s*:")
+_MID_FORMS = ('{"memories":', "{'memories':")
 #: Another tag around an untagged block (``<answer>{"memories": []}</answer>``), its name and a
 #: part of it as a line may still grow into it.
 _OTHER_TAG = re.compile(r"<[a-z_][a-z_-]{0,20}>")
@@ -287,6 +291,10 @@ def _hold_from(text: str, line_start: bool) -> int:
     tag = next((i for i in range(start, len(text)) if text[i] == "<" and _could_be_tag(text[i:])), len(text))
     line = text.rfind("\n") + 1
     tag = _opener_from(text, tag)
+    brace = text.rfind("{", max(0, len(text) - len(_MID_FORMS[0]) - 4))
+    if brace >= 0 and brace < tag:
+        compact = re.sub(r"\s", "", text[brace:])
+        tag = brace if any(form.startswith(compact) for form in _MID_FORMS) else tag
     if line == 0 and not line_start:
         return tag
     if not (_could_be_bare(text[line:]) or tag == line):
@@ -457,14 +465,17 @@ class BlockParser:
     def _bare(self, line_start: bool) -> tuple[int, int, re.Pattern[str]] | None:
         """Where an untagged block opens in the pending text: its line's start and its ``{``, and
         the closing tag that may follow its JSON (``</memory>``, or that of another tag before it)."""
+        mid = _MID_BARE.search(self._pending)
         starts = ([0] if line_start else []) + [m.end() for m in re.finditer("\n", self._pending)]
         for start in starts:
+            if mid is not None and mid.start() < start:
+                break
             found = _BARE.match(self._pending, start)
             if found is not None:
                 other = found.group("other")
                 closer = re.compile(rf"<\s*/\s*{re.escape(other)}\s*>", re.IGNORECASE) if other else _MEMORY_CLOSE
                 return start, found.end(), closer
-        return None
+        return None if mid is None else (mid.start(), mid.start(), _MEMORY_CLOSE)
 
     def _enter(self, name: str) -> None:
         """Inside a block opened by tag ``name`` (or ``bare``: an untagged one)."""
