@@ -39,7 +39,7 @@ from ._store import Store
 if TYPE_CHECKING:
     from ._fast import AsyncClient
 
-__all__ = ["with_memory", "extraction_queue", "check_workers", "ExtractionWorker", "RetryPolicy", "run_job", "make_caller", "work_loop"]
+__all__ = ["with_memory", "extraction_queue", "ExtractionWorker", "RetryPolicy", "run_job", "make_caller", "work_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -275,25 +275,20 @@ def with_memory(
     ``client.memory.flush()`` waits for the queue; ``close()`` and interpreter exit drain it for at
     most ``EXIT_WAIT_SECONDS``, and what is left is taken up by the next process.
     """
-    check_workers(workers)  # before the memory is opened
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:  # before the memory is opened
+        raise InvalidInputError("workers must be a positive integer")
     memory = client_memory(client, user_id, db_path, top_k, use_local_embeddings, embedding_model, embedder, store)
     record = extraction_queue(memory, client, extraction_client=extraction_client, extraction_model=extraction_model,
                               workers=workers, retry=retry, min_score=min_score)
     return wrap_client(client, FastMemory(memory, top_k=top_k, min_score=min_score, record=record))
 
 
-def check_workers(workers: Any) -> None:
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InvalidInputError("workers must be a positive integer")
-
-
 def extraction_queue(memory: UserMemory, client: Any, *, extraction_client: Any = None,
                      extraction_model: str | None = None, workers: int = 1, retry: RetryPolicy = RetryPolicy(),
                      min_score: float = DEFAULT_MIN_SCORE) -> Callable[[Turn, str], None]:
-    """Start ``memory``'s extraction workers and return what queues a turn for them: ``record`` of
-    ``with_memory``, or ``fallback`` of ``with_fast_memory``. Jobs an earlier process left are
-    taken up now."""
-    check_workers(workers)
+    """Start ``memory``'s ``workers`` extraction threads (a positive integer, checked by the wrapper)
+    and return what queues a turn for them: ``record`` of ``with_memory``, or ``fallback`` of
+    ``with_fast_memory``. Jobs an earlier process left are taken up now."""
     dialect = dialect_of(client)
     if extraction_client is None:
         extraction_client = sync_twin(client) if is_async(client) else client

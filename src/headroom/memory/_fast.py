@@ -148,9 +148,11 @@ class FastMemory:
         fallback = self.fallback
         if result is None or fallback is None or result.memories or not (result.blocks == 0 or result.problems):
             return None
-        self.observed.note("extracted_apart")
         reply = result.text
-        return (lambda: self._record(turn, reply, fallback)) if _worth_recording(turn, reply) else None
+        if not _worth_recording(turn, reply):
+            return None
+        self.observed.note("extracted_apart")
+        return lambda: self._record(turn, reply, fallback)
 
     def extract(self, result: ParseResult | None, turn: Turn) -> list[ExtractedMemory]:
         """The notes of a reply's blocks worth storing; what the reply showed about the model (no
