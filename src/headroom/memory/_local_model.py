@@ -90,6 +90,7 @@ class ModelFiles:
     dim: int
     max_tokens: int
     pad_token: str
+    weights: Path  # the weights file, whose size keys the exported file
 
     @classmethod
     def at(cls, path: str | os.PathLike[str] | None = None) -> "ModelFiles":
@@ -97,8 +98,8 @@ class ModelFiles:
         is supported: it is what the exported graph computes."""
         where = model_dir() if path is None else Path(path).expanduser().resolve()
         default = path is None or where == _installed()
-        if not all((where / f).is_file() for f in ("tokenizer.json", "config.json")) or not any(
-                (where / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
+        weights = next((where / f for f in ("model.safetensors", "pytorch_model.bin") if (where / f).is_file()), None)
+        if weights is None or not all((where / f).is_file() for f in ("tokenizer.json", "config.json")):
             raise EmbedderUnavailableError(f"{where} is not a sentence-transformers model directory "
                                            "(tokenizer.json, config.json and weights)")
         pooling = _json(where / "1_Pooling" / "config.json")
@@ -111,7 +112,7 @@ class ModelFiles:
         window = _json(where / "sentence_bert_config.json").get("max_seq_length")
         pad = _json(where / "tokenizer_config.json").get("pad_token")
         return cls(where, LOCAL_NAME if default else where.name, dim, window if isinstance(window, int) else 256,
-                   pad if isinstance(pad, str) else "[PAD]")
+                   pad if isinstance(pad, str) else "[PAD]", weights)
 
 
 def _cache_root(cache_dir: str | None) -> Path:
@@ -128,8 +129,7 @@ def onnx_cache_path(cache_dir: str | None = None, model: ModelFiles | None = Non
     model = model or ModelFiles.at()
     key = hashlib.sha256()
     key.update((model.path / "config.json").read_bytes())
-    weights = next(model.path / f for f in ("model.safetensors", "pytorch_model.bin") if (model.path / f).is_file())
-    key.update(str(weights.stat().st_size).encode())
+    key.update(str(model.weights.stat().st_size).encode())
     return _cache_root(cache_dir) / f"{model.name}-{key.hexdigest()[:16]}.onnx"
 
 
