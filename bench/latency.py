@@ -1,6 +1,6 @@
 """add / search latency of the memory API against its floor, for 100 to 100k memories of one user.
 
-    .venv/bin/python bench/latency.py [--sizes 100,1000,10000,100000] [--samples 300]
+    .venv/bin/python bench/latency.py [--sizes 100,1000,10000,100000] [--samples 300] [--int8]
 
 The floor of a search is the embedder on the query alone plus one numpy matrix product over the
 same vectors (on one BLAS thread and in the column layout, as the index runs it); the floor of an add is one embedding plus one INSERT and COMMIT on a bare SQLite file.
@@ -112,9 +112,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000,100000")
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--int8", action="store_true", help="the model's int8 variant (LocalEmbedder(int8=True))")
     parser.add_argument("--out", default="bench/out/latency.json")
     args = parser.parse_args()
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder(int8=args.int8)
     embedder.embed(["load the model"])
     print(f"embedder: {embedder.name} via {embedder.backend}", file=sys.stderr)
     results = []

@@ -141,3 +141,49 @@ def test_a_directory_that_is_not_a_model_is_refused(tmp_path):
 
     with pytest.raises(EmbedderUnavailableError, match="not a sentence-transformers model directory"):
         LocalEmbedder(path=str(tmp_path))
+
+
+def test_the_int8_variant_is_built_once_checked_and_named_apart(tmp_path, local_embedder):
+    """int8 is built from the fp32 export into the cache dir, agrees with fp32 (cosine >= 0.99 on
+    the check set), and a memory file records it under its own name."""
+    import shutil
+
+    from headroom.memory import EmbeddingModelMismatchError
+    from headroom.memory._quantize import CHECK
+
+    shutil.copy(onnx_cache_path(), onnx_cache_path(str(tmp_path)))  # the fp32 export the fixture made
+    int8 = LocalEmbedder(int8=True, cache_dir=str(tmp_path))
+    assert int8.name == "all-MiniLM-L6-v2-int8" and int8.dim == 384
+    got, want = int8.embed(CHECK + SENTENCES), local_embedder.embed(CHECK + SENTENCES)
+    assert onnx_cache_path(str(tmp_path), int8=True).is_file()
+    assert np.min(np.sum(got * want, axis=1)) >= 0.99
+    assert not np.allclose(got, want, atol=1e-4)  # it is a different model, not fp32 under a new name
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    by_name = make_embedder(True, "all-MiniLM-L6-v2-int8")
+    assert isinstance(by_name, LocalEmbedder) and by_name.name == "all-MiniLM-L6-v2-int8"
+
+    db = str(tmp_path / "m.db")
+    memory = open_memory("u", db, embedder=int8)
+    memory.add("Is allergic to peanuts", "fact")
+    assert memory.search("any food to avoid at dinner?")[0][0].text == "Is allergic to peanuts"
+    memory.close()
+    with pytest.raises(EmbeddingModelMismatchError, match="holds vectors of all-MiniLM-L6-v2-int8"):
+        open_memory("u", db)  # fp32 vectors are not mixed into an int8 file
+    with pytest.raises(InvalidInputError):
+        LocalEmbedder(int8=True, backend="torch")
+
+
+def test_an_int8_variant_that_disagrees_is_refused_and_not_written(tmp_path):
+    """The agreement check is real: asked for exact agreement, which int8 cannot give, the build
+    fails typed and leaves no file (so no later process trusts it)."""
+    from headroom.memory import EmbedderUnavailableError
+    from headroom.memory._local_model import ModelFiles
+    from headroom.memory._quantize import build_int8
+
+    model = ModelFiles.at()
+    fp32 = onnx_cache_path(None, model)
+    LocalEmbedder().embed(["load"])  # the shared fp32 export exists
+    target = tmp_path / "int8.onnx"
+    with pytest.raises(EmbedderUnavailableError, match="disagrees with fp32"):
+        build_int8(fp32, target, model, min_cosine=0.99999)
+    assert not target.exists() and list(tmp_path.iterdir()) == []

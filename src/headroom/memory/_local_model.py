@@ -34,7 +34,7 @@ BATCH = 32
 # Sentences used to check an exported file against torch before it is trusted.
 _PROBES = ["I prefer Python for backend work", "hi", "We use PostgreSQL at a fintech startup, " * 8]
 
-_RUNTIMES: dict[tuple[str, str, str], "Runtime"] = {}
+_RUNTIMES: dict[tuple[str, str, str, bool], "Runtime"] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -124,13 +124,14 @@ def _cache_root(cache_dir: str | None) -> Path:
     return Path(base) / "headroom"
 
 
-def onnx_cache_path(cache_dir: str | None = None, model: ModelFiles | None = None) -> Path:
-    """Where the exported file lives; its name changes whenever the weights do."""
+def onnx_cache_path(cache_dir: str | None = None, model: ModelFiles | None = None, int8: bool = False) -> Path:
+    """Where the exported file (or, with ``int8``, its quantized variant) lives; its name changes
+    whenever the weights do."""
     model = model or ModelFiles.at()
     key = hashlib.sha256()
     key.update((model.path / "config.json").read_bytes())
     key.update(str(model.weights.stat().st_size).encode())
-    return _cache_root(cache_dir) / f"{model.name}-{key.hexdigest()[:16]}.onnx"
+    return _cache_root(cache_dir) / f"{model.name}-{key.hexdigest()[:16]}{'-int8' if int8 else ''}.onnx"
 
 
 class _OnnxRuntime:
@@ -254,14 +255,39 @@ def export_onnx(target: Path, model: ModelFiles | None = None) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _build(backend: str, cache_dir: str | None, model: ModelFiles) -> Runtime:
+def _exported(cache_dir: str | None, model: ModelFiles) -> Path:
+    target = onnx_cache_path(cache_dir, model)
+    if not target.is_file():
+        logger.info("exporting %s to ONNX once, at %s", model.name, target)
+        export_onnx(target, model)
+    return target
+
+
+def _build_int8(backend: str, cache_dir: str | None, model: ModelFiles) -> Runtime:
+    # Asked for by name, so never replaced by fp32 in silence: its vectors would not be the ones
+    # the memory file records.
+    if backend == "torch":
+        raise EmbedderUnavailableError("the int8 variant runs on onnxruntime; backend='torch' has none")
+    try:
+        target = onnx_cache_path(cache_dir, model, int8=True)
+        if not target.is_file():
+            from ._quantize import build_int8
+
+            logger.info("building the int8 variant of %s once, at %s", model.name, target)
+            build_int8(_exported(cache_dir, model), target, model)
+        return _OnnxRuntime(target, model)
+    except EmbedderUnavailableError:
+        raise
+    except Exception as exc:
+        raise EmbedderUnavailableError(f"the int8 variant of {model.name} is unavailable: {exc}") from exc
+
+
+def _build(backend: str, cache_dir: str | None, model: ModelFiles, int8: bool = False) -> Runtime:
+    if int8:
+        return _build_int8(backend, cache_dir, model)
     if backend in ("auto", "onnx"):
         try:
-            target = onnx_cache_path(cache_dir, model)
-            if not target.is_file():
-                logger.info("exporting %s to ONNX once, at %s", model.name, target)
-                export_onnx(target, model)
-            return _OnnxRuntime(target, model)
+            return _OnnxRuntime(_exported(cache_dir, model), model)
         except Exception as exc:
             if backend == "onnx":
                 if isinstance(exc, EmbedderUnavailableError):
@@ -271,14 +297,15 @@ def _build(backend: str, cache_dir: str | None, model: ModelFiles) -> Runtime:
     return _TorchRuntime(model.path)
 
 
-def load(backend: str = "auto", cache_dir: str | None = None, model: ModelFiles | None = None) -> Runtime:
+def load(backend: str = "auto", cache_dir: str | None = None, model: ModelFiles | None = None,
+         int8: bool = False) -> Runtime:
     """The process-wide runtime of this model (default: all-MiniLM-L6-v2) for this backend choice,
-    loaded on first call."""
-    key = (backend, cache_dir or "", str(model.path) if model else "")
+    fp32 or its int8 variant, loaded on first call."""
+    key = (backend, cache_dir or "", str(model.path) if model else "", int8)
     runtime = _RUNTIMES.get(key)
     if runtime is None:
         with _LOAD_LOCK:
             runtime = _RUNTIMES.get(key)
             if runtime is None:
-                runtime = _RUNTIMES[key] = _build(backend, cache_dir, model or ModelFiles.at())
+                runtime = _RUNTIMES[key] = _build(backend, cache_dir, model or ModelFiles.at(), int8)
     return runtime

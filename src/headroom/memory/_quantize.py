@@ -1,0 +1,214 @@
+"""The int8 variant of a BERT-type embedding model, built once from its fp32 ONNX export.
+
+Dynamic int8 quantization alone (onnxruntime's ``quantize_dynamic``) is fast but loses too much on
+short texts ("Thanks!" falls to cosine 0.95 against fp32): each matrix product quantizes its input
+with one scale per call, and a few hidden channels carry values ten to twenty times larger than the
+rest, so the small ones round to nothing. Three steps keep the speed and the agreement (figures and
+the variants tried are in bench/RESULTS.md, "Quantized embedding models"):
+
+1. Fuse the graph with onnxruntime's transformer optimizer (attention, layer norms, GELU): fewer,
+   larger operators, which is also what the quantizer expects of a BERT model.
+2. Smooth the inputs (SmoothQuant): measure each channel's largest value on CALIBRATION, divide the
+   input by ``s = max|x|^0.7 / max|w|^0.3`` and multiply the weight's row by ``s``. The product is
+   unchanged in exact arithmetic, and the channels are even enough to share one scale.
+3. Quantize every matrix product to int8 (weights per channel) except the second feed-forward one
+   of each layer: it reads the GELU's output, whose outliers smoothing does not tame, and it is
+   where most of the remaining loss was.
+
+The result is trusted only if every sentence of CHECK embeds within cosine ``min_cosine`` (0.99) of
+fp32 on this machine (int8 kernels differ between CPUs); otherwise building fails and nothing is
+written.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import EmbedderUnavailableError
+
+__all__ = ["build_int8", "CHECK"]
+
+logger = logging.getLogger(__name__)
+
+ALPHA = 0.7
+MIN_COSINE = 0.99
+
+# The fixed set the variant must agree on: short on purpose, since queries and memories are short
+# and short texts are where quantization loses most.
+CHECK = [
+    "I prefer Python for backend work",
+    "hi",
+    "We use PostgreSQL at a fintech startup, " * 8,
+    "Where do I work?",
+    "Bob is a data scientist at a hospital in Leeds",
+    "Is allergic to peanuts",
+    "any food to avoid at dinner?",
+    "Prefers dark mode in every editor",
+    "lol ok",
+    "...",
+    "Which programming language should I pick for the new API server?",
+    "Favours pytest over unittest",
+    "My daughter starts school in September and I need to sort out the commute.",
+    "Caroline went to the LGBTQ support group on 7 May 2023",
+    "What did Melanie paint recently?",
+    "The quarterly report is due Friday; the CFO wants the churn numbers split by region.",
+    "Thanks!",
+    "I moved from Berlin to Lisbon last spring",
+    "Vegetarian, but eats fish sometimes",
+    "How many kids does she have?",
+    "Running a marathon in October",
+    "Uses Neovim with a custom Lua config",
+]
+
+# What the channel ranges are measured on: none of CHECK, the same mix of kinds.
+CALIBRATION = [
+    "ok", "yes please", "no", "Good morning!", "sounds good, thank you", "hmm not sure", "cool",
+    "What's my sister's name?", "Do I have any pets?", "When is my flight?", "Which editor do I use?",
+    "Remind me what I said about the budget", "What should I cook tonight?", "Where did we go last summer?",
+    "Can you suggest a gift for my wife?", "Is there anything I can't eat?", "What city do I live in now?",
+    "Lives in Manchester with two cats", "Works as a nurse on night shifts", "Is learning Japanese",
+    "Prefers tea over coffee", "Has a son called Leo who is six", "Drives an electric car",
+    "Is training for a half marathon in April", "Dislikes horror films", "Uses a standing desk",
+    "Is migrating the billing service from Flask to FastAPI", "Keeps a vegetable garden",
+    "Is lactose intolerant", "Plays bass in a jazz band on Thursdays", "Wants replies in British English",
+    "The team ships on Tuesdays and freezes code on Mondays.",
+    "I just got back from Kyoto and the temples were amazing, but the trains were packed.",
+    "My manager asked me to move the launch to March because legal has not signed off yet.",
+    "We're renovating the kitchen, so I'm working from the café around the corner this month.",
+    "Could you write a SQL query that counts orders per customer for the last 30 days?",
+    "The dog had surgery on Friday and needs his medicine twice a day for two weeks.",
+    "Melanie said she painted a sunset over the lake after the camping trip in June 2023.",
+    "I'm switching from VS Code to Neovim; any plugins for Python you'd recommend?",
+    "Honestly the meeting ran long and nobody decided anything, typical Monday.",
+    "Graduated in 2019 with a degree in mechanical engineering and moved into software in 2021.",
+    "She mentioned her grandmother's recipe for apple pie uses cardamom instead of cinnamon.",
+    "Our Kubernetes cluster keeps evicting pods when the node runs out of memory at night.",
+    "haha yes exactly", "brb", "Happy birthday!!", "what??", "2 kids, both in primary school",
+    "Allergic to penicillin", "Morning runs, 5k, most days", "Vegan since 2020",
+]
+
+
+def _fuse(fp32: Path, config: dict[str, Any]) -> Any:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # opt_level 0: only the Python-side fusions, so the file holds no CPU-specific rewrites.
+    fused = optimize_model(str(fp32), model_type="bert", num_heads=int(config["num_attention_heads"]),
+                           hidden_size=int(config["hidden_size"]), opt_level=0)
+    model = fused.model
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):  # the fused operators' home
+        model.opset_import.add(domain="com.microsoft", version=1)
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"node_{i}"
+    return model
+
+
+def _products(model: Any) -> list[tuple[Any, str]]:
+    """The matrix products with a constant weight, each with its kind: ``smooth`` (quantized
+    after smoothing) or ``keep`` (the second feed-forward product, left in fp32)."""
+    weights = {init.name for init in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in ("Attention", "MatMul") or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        source = producer.get(node.input[0])
+        gelu = source is not None and source.op_type in ("BiasGelu", "Gelu", "FastGelu")
+        found.append((node, "keep" if gelu else "smooth"))
+    return found
+
+
+def _channel_ranges(model: Any, names: list[str], tokenizer: Any, inputs: set[str]) -> dict[str, np.ndarray]:
+    import onnx
+    import onnxruntime as ort
+
+    probe = copy.deepcopy(model)
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ranges: dict[str, np.ndarray] = {}
+    for text in CALIBRATION:  # one at a time: no padding rows in the ranges
+        enc = tokenizer.encode(text)
+        feeds = {"input_ids": [enc.ids], "attention_mask": [enc.attention_mask], "token_type_ids": [enc.type_ids]}
+        values = session.run(names, {k: np.array(v, dtype=np.int64) for k, v in feeds.items() if k in inputs})
+        for name, value in zip(names, values):
+            peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            ranges[name] = np.maximum(ranges[name], peak) if name in ranges else peak
+    return ranges
+
+
+def _smooth(model: Any, products: list[tuple[Any, str]], ranges: dict[str, np.ndarray]) -> None:
+    from onnx import helper, numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    scaled: dict[str, str] = {}
+    for node, kind in products:
+        if kind != "smooth":
+            continue
+        x, w_name = node.input[0], node.input[1]
+        weight = numpy_helper.to_array(inits[w_name])  # (in, out): one row per input channel
+        s = np.maximum(ranges[x], 1e-5) ** ALPHA / np.maximum(np.abs(weight).max(axis=1), 1e-5) ** (1 - ALPHA)
+        inits[w_name].CopyFrom(numpy_helper.from_array((weight * s[:, None]).astype(np.float32), w_name))
+        inverse = f"{node.name}_smooth"
+        model.graph.initializer.append(numpy_helper.from_array((1 / s).astype(np.float32), inverse))
+        scaled[node.name] = inverse
+    nodes = []
+    for node in model.graph.node:
+        if node.name in scaled:
+            out = f"{node.input[0]}_smoothed_for_{node.name}"
+            nodes.append(helper.make_node("Mul", [node.input[0], scaled[node.name]], [out], name=f"{node.name}_mul"))
+            node.input[0] = out
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def build_int8(fp32: Path, target: Path, model: Any, min_cosine: float = MIN_COSINE) -> float:
+    """Write the int8 variant of ``model`` (a ``ModelFiles``), from its fp32 export ``fp32``, to
+    ``target``; returns its lowest cosine to fp32 over CHECK. Raises EmbedderUnavailableError when
+    the model is not BERT-type, onnxruntime's tools are missing, or the check fails."""
+    from ._local_model import _json, _OnnxRuntime
+
+    config = _json(model.path / "config.json")
+    if config.get("model_type") != "bert":
+        raise EmbedderUnavailableError(f"the int8 variant is built for BERT-type models, not {model.name}")
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise EmbedderUnavailableError(f"building the int8 variant needs onnxruntime and onnx: {exc}") from exc
+    reference = _OnnxRuntime(fp32, model)
+    fused = _fuse(fp32, config)
+    products = _products(fused)
+    tokenizer = Tokenizer.from_file(str(model.path / "tokenizer.json"))
+    inputs = {i.name for i in fused.graph.input}
+    _smooth(fused, products, _channel_ranges(fused, [n.input[0] for n, _ in products], tokenizer, inputs))
+    # Our own pipeline is the pre-processing the quantizer would otherwise warn (on the root logger) about.
+    fused.metadata_props.add(key="onnx.quant.pre_process", value="onnxruntime.quant")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        quantize_dynamic(fused, str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=[node.name for node, kind in products if kind == "keep"],
+                         extra_options={"DefaultTensorType": 1})  # the fused ops' outputs are float
+        got = _OnnxRuntime(tmp, model).embed(CHECK)
+        agreement = float(np.min(np.sum(got * reference.embed(CHECK), axis=1)))
+        if agreement < min_cosine:
+            raise EmbedderUnavailableError(
+                f"the int8 variant of {model.name} disagrees with fp32 on this machine "
+                f"(cosine {agreement:.4f} < {min_cosine}); use the fp32 model")
+        os.replace(tmp, target)
+        logger.info("built the int8 variant of %s at %s (lowest cosine to fp32 %.4f)", model.name, target, agreement)
+        return agreement
+    finally:
+        tmp.unlink(missing_ok=True)
