@@ -1,5 +1,5 @@
 """Quantized variants of the local embedding model against fp32: agreement and one-query speed;
-and, with ``--batches``, the fp32 model's throughput by batch size.
+and, with ``--batches``, the throughput of fp32 and the int8 variant by batch size.
 
     .venv/bin/python bench/quantize.py [--calls 300] [--batches]
 
@@ -23,31 +23,9 @@ from typing import Any, Callable
 import numpy as np
 
 from headroom.memory._local_model import ModelFiles, _OnnxRuntime, onnx_cache_path
+from headroom.memory._quantize import CHECK, build_int8
 
-SENTENCES = [
-    'I prefer Python for backend work',
-    'hi',
-    "We use PostgreSQL at a fintech startup, " * 8,
-    'Where do I work?',
-    'Bob is a data scientist at a hospital in Leeds',
-    'Is allergic to peanuts',
-    'any food to avoid at dinner?',
-    'Prefers dark mode in every editor',
-    'lol ok',
-    '...',
-    'Which programming language should I pick for the new API server?',
-    'Favours pytest over unittest',
-    'My daughter starts school in September and I need to sort out the commute.',
-    'Caroline went to the LGBTQ support group on 7 May 2023',
-    'What did Melanie paint recently?',
-    'The quarterly report is due Friday; the CFO wants the churn numbers split by region.',
-    'Thanks!',
-    'I moved from Berlin to Lisbon last spring',
-    'Vegetarian, but eats fish sometimes',
-    'How many kids does she have?',
-    'Running a marathon in October',
-    'Uses Neovim with a custom Lua config',
-]
+SENTENCES = CHECK  # the library's own check set for its int8 variant
 QUERY = ["Which language should I use for a new CLI tool?"]
 
 
@@ -72,7 +50,28 @@ def weight_only(bits: int, block: int, accuracy: int | None) -> Callable[[Path, 
     return build
 
 
+def fused(source: Path, target: Path) -> None:
+    import onnx
+
+    from headroom.memory._local_model import _json
+    from headroom.memory._quantize import _fuse
+
+    onnx.save(_fuse(source, _json(ModelFiles.at().path / "config.json")), str(target))
+
+
+def fused_dynamic(source: Path, target: Path) -> None:
+    fused(source, target)
+    dynamic(per_channel=True, extra_options={"DefaultTensorType": 1})(target, target)
+
+
+def library(source: Path, target: Path) -> None:
+    build_int8(source, target, ModelFiles.at(), min_cosine=0.0)  # report the agreement, whatever it is
+
+
 VARIANTS: dict[str, Callable[[Path, Path], None]] = {
+    "fp32, fused (attention, layer norms, GELU)": fused,
+    "int8 dynamic, per channel, fused": fused_dynamic,
+    "int8 fused, smoothed, second feed-forward in fp32 (LocalEmbedder(int8=True))": library,
     "int8 dynamic, per tensor": dynamic(),
     "int8 dynamic, per channel": dynamic(per_channel=True),
     "int8 dynamic, per channel, weights x activations only": dynamic(
@@ -98,26 +97,34 @@ def measure(path: Path, reference: np.ndarray | None, calls: int) -> tuple[float
 
 
 def batches(fp32: Path) -> None:
-    """Memories embedded per second by ``add_many``'s runtime, for several batch sizes: 2,000
-    texts of 4 to 40 words (about the lengths of LoCoMo's turns), one pass each after a warm-up."""
+    """Memories embedded per second by ``add_many``'s runtime, fp32 and the library's int8
+    variant, for several batch sizes: 2,000 texts of 4 to 40 words (about the lengths of LoCoMo's
+    turns), one pass each after a warm-up."""
     import headroom.memory._local_model as local_model
 
     rng = np.random.default_rng(7)
     words = " ".join(SENTENCES).split()
     texts = [" ".join(rng.choice(words, size=int(rng.integers(4, 40)))) for _ in range(2000)]
-    runtime = _OnnxRuntime(fp32, ModelFiles.at())
-    runtime.embed(texts[:64])
     default = local_model.BATCH
-    print("| batch size | memories/s |\n|---|---|")
-    try:
-        for size in (1, 8, 16, 32, 64, 128):
-            local_model.BATCH = size
-            started = time.perf_counter()
-            runtime.embed(texts)
-            rate = len(texts) / (time.perf_counter() - started)
-            print(f"| {size}{' (today)' if size == default else ''} | {rate:.0f} |", flush=True)
-    finally:
-        local_model.BATCH = default
+    with tempfile.TemporaryDirectory() as workdir:
+        int8 = Path(workdir) / "int8.onnx"
+        library(fp32, int8)
+        runtimes = [_OnnxRuntime(path, ModelFiles.at()) for path in (fp32, int8)]
+        for runtime in runtimes:
+            runtime.embed(texts[:64])
+        print("| batch size | fp32 memories/s | int8 memories/s |\n|---|---|---|")
+        try:
+            for size in (1, 8, 16, 32, 64, 128):
+                local_model.BATCH = size
+                rates = []
+                for runtime in runtimes:
+                    started = time.perf_counter()
+                    runtime.embed(texts)
+                    rates.append(len(texts) / (time.perf_counter() - started))
+                print(f"| {size}{' (today)' if size == default else ''} | {rates[0]:.0f} | {rates[1]:.0f} |",
+                      flush=True)
+        finally:
+            local_model.BATCH = default
 
 
 def main() -> None:
