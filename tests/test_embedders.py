@@ -117,6 +117,8 @@ def test_a_model_directory_by_path_embeds_as_sentence_transformers_does(tmp_path
     by_path = LocalEmbedder(path=str(model_dir()), cache_dir=str(tmp_path))
     assert (by_path.name, by_path.dim) == ("all-MiniLM-L6-v2", 384)  # the installed model keeps its name
     assert np.allclose(by_path.embed(SENTENCES), local_embedder.embed(SENTENCES), atol=1e-5)
+    # By its path, the installed model is the default one: one runtime in the process, not two.
+    assert LocalEmbedder(path=str(model_dir()))._runtime() is local_embedder._runtime()
     assert isinstance(make_embedder(True, str(model_dir())), LocalEmbedder)
 
     copy = tmp_path / "my-minilm"  # a copy elsewhere is a model of its own name, recorded in files

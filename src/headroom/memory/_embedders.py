@@ -92,8 +92,10 @@ class LocalEmbedder:
         if path is not None:
             from ._local_model import ModelFiles
 
-            self._model = ModelFiles.at(path)
-            self.name, self.dim = self._model.name, self._model.dim
+            model = ModelFiles.at(path)
+            self.name, self.dim = model.name, model.dim
+            # The installed model by its path is the default one: it shares the default's runtime.
+            self._model = None if model.installed else model
         if int8:
             self.name += INT8_SUFFIX  # its vectors differ a little from fp32's: a file keeps to one
 

@@ -91,6 +91,7 @@ class ModelFiles:
     max_tokens: int
     pad_token: str
     weights: Path  # the weights file, whose size keys the exported file
+    installed: bool = False  # the installed all-MiniLM-L6-v2, wherever it was named from
 
     @classmethod
     def at(cls, path: str | os.PathLike[str] | None = None) -> "ModelFiles":
@@ -112,7 +113,7 @@ class ModelFiles:
         window = _json(where / "sentence_bert_config.json").get("max_seq_length")
         pad = _json(where / "tokenizer_config.json").get("pad_token")
         return cls(where, LOCAL_NAME if default else where.name, dim, window if isinstance(window, int) else 256,
-                   pad if isinstance(pad, str) else "[PAD]", weights)
+                   pad if isinstance(pad, str) else "[PAD]", weights, default)
 
 
 def _cache_root(cache_dir: str | None) -> Path:
