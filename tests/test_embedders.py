@@ -169,10 +169,35 @@ def test_the_int8_variant_is_built_once_checked_and_named_apart(tmp_path, local_
     memory.add("Is allergic to peanuts", "fact")
     assert memory.search("any food to avoid at dinner?")[0][0].text == "Is allergic to peanuts"
     memory.close()
-    with pytest.raises(EmbeddingModelMismatchError, match="holds vectors of all-MiniLM-L6-v2-int8"):
-        open_memory("u", db)  # fp32 vectors are not mixed into an int8 file
+    for fp32 in ({"embedder": local_embedder}, {"embedding_model": "all-MiniLM-L6-v2-fp32"}):
+        with pytest.raises(EmbeddingModelMismatchError, match="holds vectors of all-MiniLM-L6-v2-int8"):
+            open_memory("u", db, **fp32)  # fp32 vectors are not mixed into an int8 file
     with pytest.raises(InvalidInputError):
         LocalEmbedder(int8=True, backend="torch")
+
+
+def test_the_default_model_follows_the_variant_a_store_recorded(db_path, tmp_path, monkeypatch):
+    """``all-MiniLM-L6-v2`` (the default) names the model: a store the int8 variant made is opened
+    with it by default settings, on either backend; a new store or an fp32 one gets fp32."""
+    import shutil
+
+    from headroom.memory._backends import embedder_for, recorded_model
+
+    LocalEmbedder().embed(["load"])
+    shutil.copy(onnx_cache_path(), onnx_cache_path(str(tmp_path)))  # the int8 variant is built in tmp_path
+    monkeypatch.setenv("HEADROOM_CACHE_DIR", str(tmp_path))
+    assert recorded_model(db_path) is None and embedder_for(db_path).name == "all-MiniLM-L6-v2"
+    with open_memory("u", db_path, embedding_model="all-MiniLM-L6-v2-int8") as made:
+        made.add("Is allergic to peanuts", "fact")
+    assert recorded_model(db_path) == "all-MiniLM-L6-v2-int8"
+    with open_memory("u", db_path) as default:  # no mismatch: it follows the store
+        assert default.embedder.name == "all-MiniLM-L6-v2-int8"
+        assert default.search("any food to avoid at dinner?")[0][0].text == "Is allergic to peanuts"
+        assert default.stats()["embedding_model"] == "all-MiniLM-L6-v2-int8"
+    other = str(tmp_path / "fp32.db")
+    with open_memory("u", other) as fp32:
+        fp32.add("Speaks Finnish", "fact")
+    assert recorded_model(other) == "all-MiniLM-L6-v2" and embedder_for(other).name == "all-MiniLM-L6-v2"
 
 
 def test_an_int8_variant_that_disagrees_is_refused_and_not_written(tmp_path):

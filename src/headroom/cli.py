@@ -34,9 +34,9 @@ class _Context:
 
     def embedder(self) -> Any:
         if self._embedder is None:
-            from headroom.memory._embedders import make_embedder
+            from headroom.memory._backends import embedder_for
 
-            self._embedder = make_embedder(True, self.embedding_model)
+            self._embedder = embedder_for(self.db, True, self.embedding_model)
         return self._embedder
 
     def store(self) -> Any:
@@ -391,10 +391,10 @@ def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> Non
     """Copy memories, history and vectors from one store to another (SQLite or PostgreSQL, either
     way). Rows the target has are skipped: running it again adds nothing, and an interrupted
     copy resumes."""
-    from headroom.memory._backends import open_store
+    from headroom.memory._backends import embedder_for, open_store
     from headroom.memory._transfer import copy_memories
 
-    embedder = ctx.embedder()
+    embedder = embedder_for(source, True, ctx.embedding_model)  # vectors are copied: the target keeps the source's
     stores = [_guarded(lambda: open_store(where, embedding_model=embedder.name, embedding_dim=embedder.dim))
               for where in (source, target)]
     try:

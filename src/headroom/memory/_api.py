@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ._backends import open_store
+from ._backends import embedder_for, open_store
 from ._deferred import EXIT_WAIT_SECONDS, EmbeddingWorker
 from ._embedders import Embedder, make_embedder
 from ._errors import InvalidInputError, NotFoundError
@@ -331,7 +331,8 @@ def open_memory(
     """
     validate_user_id(user_id)
     if embedder is None:
-        embedder = make_embedder(use_local_embeddings, embedding_model)
+        embedder = (embedder_for(db_path, use_local_embeddings, embedding_model) if store is None else
+                    make_embedder(use_local_embeddings, embedding_model, recorded=store.embedding_model))
     owns = store is None
     if store is None:
         store = open_store(db_path, embedding_model=embedder.name, embedding_dim=embedder.dim)

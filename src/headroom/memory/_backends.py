@@ -6,11 +6,16 @@ The one place that chooses; ``open_memory``, the wrappers and the CLI all come t
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
+from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._store import Store
 
-__all__ = ["open_store", "is_postgres_url", "location_of"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["open_store", "is_postgres_url", "location_of", "recorded_model", "embedder_for"]
 
 
 def is_postgres_url(location: object) -> bool:
@@ -34,3 +39,32 @@ def open_store(db_path: str | os.PathLike[str] | None, *, embedding_model: str, 
     from ._sqlite import SQLiteStore
 
     return SQLiteStore(location, embedding_model=embedding_model, embedding_dim=embedding_dim)
+
+
+def recorded_model(db_path: str | os.PathLike[str] | None) -> str | None:
+    """The embedding model the store at ``db_path`` records, read without creating or migrating
+    anything; None for a store that does not exist yet or cannot be read (opening it will say why).
+
+    The default local model follows it: a file embedded by the int8 variant keeps it."""
+    location = location_of(db_path)
+    try:
+        if is_postgres_url(location):
+            from ._postgres import recorded_model as in_database
+
+            return in_database(str(location))
+        from ._sqlite import recorded_model as in_file
+
+        return in_file(location)
+    except Exception as exc:  # unreadable or not ours: opening the store reports it properly
+        logger.debug("cannot read the embedding model of %s: %s", location, exc)
+        return None
+
+
+def embedder_for(db_path: str | os.PathLike[str] | None, use_local_embeddings: bool = True,
+                 embedding_model: str | None = None, client: Any = None) -> Embedder:
+    """``make_embedder`` for the store at ``db_path``: the default local model follows the variant
+    the store recorded (read only when it matters)."""
+    model = (embedding_model or LOCAL_MODEL).removeprefix("sentence-transformers/")
+    follows = use_local_embeddings and model == LOCAL_MODEL
+    return make_embedder(use_local_embeddings, embedding_model, client,
+                         recorded=recorded_model(db_path) if follows else None)

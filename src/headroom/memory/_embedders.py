@@ -29,7 +29,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
-INT8_SUFFIX = "-int8"
+INT8_SUFFIX = "-int8"  # recorded in files: the fp32 model keeps the bare name it always had
+FP32_SUFFIX = "-fp32"  # accepted by make_embedder only
 OPENAI_MODEL = "text-embedding-3-small"
 _OPENAI_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 
@@ -195,18 +196,25 @@ def make_embedder(
     use_local_embeddings: bool = True,
     embedding_model: str | None = None,
     client: Any = None,
+    *,
+    recorded: str | None = None,
 ) -> Embedder:
-    """Choose an embedder the way the spec's ``use_local_embeddings=`` / ``embedding_model=`` say."""
+    """Choose an embedder the way the spec's ``use_local_embeddings=`` / ``embedding_model=`` say.
+
+    ``all-MiniLM-L6-v2`` (the default) names the model, not its arithmetic: a store that
+    ``recorded`` its int8 variant keeps it, anything else gets fp32. ``...-int8`` and ``...-fp32``
+    choose one outright."""
     if use_local_embeddings:
-        model = embedding_model or LOCAL_MODEL
+        model = (embedding_model or LOCAL_MODEL).removeprefix("sentence-transformers/")
         if os.path.isdir(os.path.expanduser(model)):
             return LocalEmbedder(path=model)
-        model = model.removeprefix("sentence-transformers/")
-        if model not in (LOCAL_MODEL, LOCAL_MODEL + INT8_SUFFIX):
+        if model == LOCAL_MODEL:
+            return LocalEmbedder(int8=recorded == LOCAL_MODEL + INT8_SUFFIX)
+        if model not in (LOCAL_MODEL + INT8_SUFFIX, LOCAL_MODEL + FP32_SUFFIX):
             raise InvalidInputError(
-                f"the local embedder runs {LOCAL_MODEL} (or {LOCAL_MODEL + INT8_SUFFIX}, its int8 variant), or a "
-                f"sentence-transformers model from a local directory; for {model!r} pass "
-                "use_local_embeddings=False or an embedder= object"
+                f"the local embedder runs {LOCAL_MODEL} (or {LOCAL_MODEL + INT8_SUFFIX} / {LOCAL_MODEL + FP32_SUFFIX} "
+                f"to choose its arithmetic), or a sentence-transformers model from a local directory; for {model!r} "
+                "pass use_local_embeddings=False or an embedder= object"
             )
         return LocalEmbedder(int8=model.endswith(INT8_SUFFIX))
     model = embedding_model if embedding_model and embedding_model != LOCAL_MODEL else OPENAI_MODEL

@@ -310,3 +310,4 @@ def load(backend: str = "auto", cache_dir: str | None = None, model: ModelFiles 
             if runtime is None:
                 runtime = _RUNTIMES[key] = _build(backend, cache_dir, model or ModelFiles.at(), int8)
     return runtime
+

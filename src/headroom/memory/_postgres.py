@@ -40,7 +40,7 @@ from ._postgres_search import DatabaseIndex, count_searchable
 from ._scoring import Scoring
 from ._sql_store import SQLStore, check, queue_check
 
-__all__ = ["PostgresStore", "postgres_store"]
+__all__ = ["PostgresStore", "postgres_store", "recorded_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -391,3 +391,14 @@ class PostgresStore(SQLStore):
 def postgres_store(url: str, *, embedding_model: str, embedding_dim: int) -> PostgresStore:
     """A ``PostgresStore`` for ``url``."""
     return PostgresStore(url, embedding_model=embedding_model, embedding_dim=embedding_dim)
+
+
+def recorded_model(url: str) -> str | None:
+    """The embedding model the database at ``url`` records (None if it holds no memory yet),
+    read on a connection of its own without creating anything."""
+    psycopg, _ = _modules()
+    with psycopg.connect(url, connect_timeout=10) as db:
+        if db.execute(f"SELECT to_regclass('{SCHEMA}.headroom_meta') IS NOT NULL").fetchone() != (True,):
+            return None
+        row = db.execute(f"SELECT value FROM {SCHEMA}.headroom_meta WHERE key = 'embedding_model'").fetchone()
+    return str(row[0]) if row else None

@@ -25,7 +25,7 @@ from ._rows import blob
 from ._sql_store import SQLStore, check, queue_check
 from ._sqlite_file import connect, create_file, default_db_path
 
-__all__ = ["SQLiteStore", "MIGRATIONS"]  # MIGRATIONS re-exported from _migrations
+__all__ = ["SQLiteStore", "MIGRATIONS", "recorded_model"]  # MIGRATIONS re-exported from _migrations
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +197,19 @@ class SQLiteStore(SQLStore):
             check("file mode", not mode & 0o077, f"{mode:04o} (owner only expected)"),
         ]
 
+
+
+def recorded_model(path: str | os.PathLike[str] | None) -> str | None:
+    """The embedding model the file at ``path`` records (None if there is no such file or it holds
+    no memory yet), read-only: nothing is created or migrated."""
+    where = Path(path).expanduser() if path is not None else Path(default_db_path())
+    if not where.is_file():
+        return None
+    db = sqlite3.connect(where.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'headroom_meta'").fetchone():
+            return None
+        row = db.execute("SELECT value FROM headroom_meta WHERE key = 'embedding_model'").fetchone()
+    finally:
+        db.close()
+    return str(row[0]) if row else None
