@@ -302,6 +302,36 @@ def test_a_fact_the_reply_repeats_is_still_the_users():
     assert keep == [True, False]
 
 
+def test_a_number_and_a_remembered_note_are_the_users_words(local_embedder):
+    """The 1.5B model's two dropped facts (bench/RESULTS.md, session 9): a note that keeps the
+    user's number, and a correction that restates a note the model was shown, are the user's
+    even when the reply says much the same."""
+    from headroom.memory._grounding import from_user
+
+    said, reply = "My daughter Lina just turned 7.", "Wow, Lina turned 7 years old!"  # closer to the reply
+    assert from_user(["Lina turned 7 years old."], said, reply, local_embedder) == [True]
+    assert from_user(["Lina turned 7.5 years old."], said, reply, local_embedder) == [False]  # not their number
+    said = "Correction: the race is in May, it got moved from April."
+    reply = "Thanks for the update! The Leeds half marathon is in May now, so you have an extra month to train."
+    note = ["The Leeds half marathon is in May, not April."]
+    assert from_user(note, said, reply, local_embedder) == [False]  # the race's name is not in this turn
+    assert from_user(note, said, reply, local_embedder,
+                     remembered=["Training for the Leeds half marathon in April"]) == [True]
+
+
+def test_an_extraction_call_is_not_shown_a_reply_that_disclaims_knowing_the_user():
+    from headroom.memory._protocol import extraction_prompt, reply_for_extraction
+
+    refusal = "As an AI, I don't have access to your daughter's information, but happy birthday to her!"
+    for reply in (refusal, "I'm sorry, I cannot remember personal details between chats."):
+        assert reply_for_extraction(reply) == ""
+    _, user = extraction_prompt(["My daughter Lina just turned 7."], reply_for_extraction(refusal), [])
+    assert user == "User: My daughter Lina just turned 7."
+    plain = "Happy birthday to Lina! Seven is a fun age."
+    assert reply_for_extraction(plain) == plain
+    assert extraction_prompt(["hi"], plain, [])[1] == f"User: hi\nAssistant: {plain}"
+
+
 def test_notes_about_the_chat_are_not_the_users():
     from headroom.memory._grounding import from_user
 

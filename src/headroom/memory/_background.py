@@ -33,7 +33,7 @@ from ._fast import (
 from ._grounding import from_user
 from ._inject import DEFAULT_MIN_SCORE
 from ._jobs import Job, JobQueue, LeaseLost, RetryPolicy
-from ._protocol import EXTRACTION_SCHEMA, extraction_prompt, parse_reply, resolve_replaces
+from ._protocol import EXTRACTION_SCHEMA, extraction_prompt, parse_reply, reply_for_extraction, resolve_replaces
 from ._store import Store
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def run_job(job: Job, memory: UserMemory, call: Caller, queue: JobQueue, policy:
     """Extract one queued turn and store its memories in the transaction that removes the job;
     a failure is recorded on the job (retried with backoff, then kept as failed)."""
     said = [str(t) for t in job.payload.get("said") or []]
-    reply = str(job.payload.get("reply") or "")
+    reply = reply_for_extraction(str(job.payload.get("reply") or ""))
     model = model or job.payload.get("model")
     try:
         if not model:
@@ -223,7 +223,8 @@ def run_job(job: Job, memory: UserMemory, call: Caller, queue: JobQueue, policy:
         parsed = parse_reply(answer)
         for problem in parsed.problems:
             logger.warning("memory block from extraction: %s", problem)
-        keep = from_user([m.text for m in parsed.memories], "\n".join(said), reply, memory.embedder)
+        keep = from_user([m.text for m in parsed.memories], "\n".join(said), reply, memory.embedder,
+                         remembered=[m.text for m in known])
         if not all(keep):
             logger.info("extraction proposed %d notes that are not the user's (questions, the reply's "
                         "words); dropped", keep.count(False))

@@ -42,6 +42,7 @@ USER_WORDS = 0.5
 #: Below this share of its words in anything the user said, a note is invented.
 INVENTED_BELOW = 0.25
 _SUFFIXES = ("ing", "ed", "es", "s")
+_DIGIT = re.compile(r"(?<!\w)(?<!\d[.,])\d(?!\w|[.,]\d)")  # "7" and "7." but not "7.5" or "v7"
 _PLEASANTRY = (r"(?:thanks|thank you|you'?re welcome|hello|hi|hey|good (?:morning|afternoon|evening|night)|bye|"
                r"goodbye|ok(?:ay)?|lol|haha|nice|cool|great|awesome|wow|yes|yeah|sure|no worries)")
 #: Notes about the conversation itself: pleasantries, alone or strung together ("Haha nice", from
@@ -61,7 +62,10 @@ def _stem(word: str) -> str:
 
 
 def _stems(text: str) -> list[str]:
-    return [_stem(word) for word in content_words(text, limit=64)]
+    # Numbers count, one digit too (the keyword index drops those): "Lina turned 7 years old" is
+    # the user's "Lina just turned 7" by its name and its number.
+    words = content_words(text, limit=64)
+    return [_stem(word) for word in words] + [d for d in dict.fromkeys(_DIGIT.findall(text)) if d not in words]
 
 
 def user_share(memory: str, said: str) -> float:
@@ -79,10 +83,12 @@ def _asks_only(said: str) -> bool:
 
 
 def from_user(memories: Sequence[str], said: str, reply: str, embedder: Embedder | None = None,
-              heard: str | None = None) -> list[bool]:
+              heard: str | None = None, remembered: Sequence[str] = ()) -> list[bool]:
     """For each proposed note, whether it may be stored as something the user said (``said``: the
     user's messages of the turn, one per line; ``reply``: the assistant's answer; ``heard``: all
-    the user's messages the model was shown, when more than ``said``)."""
+    the user's messages the model was shown, when more than ``said``; ``remembered``: the user's
+    notes the model was shown, whose words are the user's too when a note restates one, as a
+    correction does: "The Leeds half marathon is in May, not April")."""
     everything = heard if heard is not None else said
     keep = [not text.rstrip().endswith("?") and not _ABOUT_THE_CHAT.search(text)
             and user_share(text, everything) >= INVENTED_BELOW for text in memories]
@@ -93,7 +99,8 @@ def from_user(memories: Sequence[str], said: str, reply: str, embedder: Embedder
     vectors = np.asarray(embedder.embed([*memories, said, reply]), dtype=np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     user, assistant = vectors[-2], vectors[-1]
+    theirs = "\n".join([said, *remembered])
     for i, text in enumerate(memories):
         if keep[i] and float(vectors[i] @ assistant) > float(vectors[i] @ user) + ASSISTANT_MARGIN:
-            keep[i] = user_share(text, said) > USER_WORDS
+            keep[i] = user_share(text, theirs) > USER_WORDS
     return keep

@@ -98,11 +98,27 @@ def format_injection(memories: Sequence[tuple[Memory, float]]) -> str:
     )
 
 
+#: An assistant's reply that disclaims knowing or keeping the user's details ("As an AI, I don't
+#: have access to your daughter's information"). Shown to an extraction call, it talks a small
+#: model out of noting what the user just said (the 1.5B model answered {"memories": []} on two
+#: such turns, and noted the fact once the reply was left out: bench/RESULTS.md).
+_DISCLAIMER = re.compile(
+    r"\bas an ai\b|\bi (?:don't|do not|cannot|can't|can not) (?:have )?(?:access|personal|remember|recall|retain|"
+    r"store|keep track)|\bi(?:'m| am) (?:not able|unable) to (?:access|remember|recall|know|keep)", re.IGNORECASE)
+
+
+def reply_for_extraction(reply: str) -> str:
+    """The assistant's reply as an extraction call sees it: nothing, if it disclaims knowing the
+    user's details (the user's words alone say what to note), else the reply."""
+    return "" if _DISCLAIMER.search(reply[:400]) else reply
+
+
 def extraction_prompt(said: Sequence[str], reply: str, known: Sequence[Memory]) -> tuple[str, str]:
-    """The system and user texts of a background extraction call for one turn."""
+    """The system and user texts of a background extraction call for one turn (``reply`` as
+    ``reply_for_extraction`` gives it; an empty one is left out)."""
     system = f"{EXTRACTION_INSTRUCTION}\n\nNotes so far:\n{_lines(known) or '(none)'}"
     turn = "\n".join(f"User: {text}" for text in said)
-    return system, f"{turn}\nAssistant: {reply}".strip()
+    return system, (f"{turn}\nAssistant: {reply}" if reply.strip() else turn).strip()
 
 
 def resolve_replaces(value: str | None, shown: Sequence[Memory]) -> str | None:
