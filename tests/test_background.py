@@ -403,10 +403,11 @@ def test_fast_memory_falls_back_to_extraction_when_the_model_gives_no_note(serve
         'Rust, then. <memory>{"memories": []}</memory>',  # nothing new, as the model says: not queued
         "Got it. <memory>{memories: [{content: ...</memory>",  # nothing readable in it: queued
         'Vim it is. <memory>{"memories": [{"content": "Uses vim"}]}</memory>',  # read: not queued
+        'Noted. <memory>{"memories": []}</memory>',  # "nothing new" after the user told of themselves: queued
     ])
     client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0), user_id="alice",
                               db_path=db_path, fallback_extraction=True)
-    said = ["We use Kafka.", "Hi again.", "I prefer Rust for CLIs.", "I use vim."]
+    said = ["We use Kafka.", "Hi again.", "I prefer Rust for CLIs.", "I use vim.", "I'm a nurse at Leeds General."]
     answers = []
     for text in said:
         messages = [{"role": "user", "content": text}]
@@ -415,14 +416,15 @@ def test_fast_memory_falls_back_to_extraction_when_the_model_gives_no_note(serve
                 model="m", messages=messages, stream=True) if c.choices))
         else:
             answers.append(client.chat.completions.create(model="m", messages=messages).choices[0].message.content)
-    assert answers == ["Kafka is a fine choice.", "Rust, then.", "Got it.", "Vim it is."]
+    assert answers == ["Kafka is a fine choice.", "Rust, then.", "Got it.", "Vim it is.", "Noted."]
     assert client.memory.flush(timeout=30) is True
     extractions = [r.body for r in server.requests if r.path == "/v1/chat/completions" and is_extraction(r.body)]
     assert [e["messages"][-1]["content"].splitlines()[0] for e in extractions] == [
-        "User: We use Kafka.", "User: I prefer Rust for CLIs."]
+        "User: We use Kafka.", "User: I prefer Rust for CLIs.", "User: I'm a nurse at Leeds General."]
     stored = {m.text: m.source for m in client.memory.get_all()}
-    assert stored == {"Uses Kafka": "background", "Prefers Rust for CLIs": "background", "Uses vim": "inline"}
-    assert client.memory.stats()["extracted_apart"] == 2
+    assert stored == {"Uses Kafka": "background", "Prefers Rust for CLIs": "background", "Uses vim": "inline",
+                      "Is a nurse": "background", "Works at Leeds General": "background"}
+    assert client.memory.stats()["extracted_apart"] == 3
     client.close()
 
 
@@ -435,3 +437,14 @@ def test_fast_memory_without_the_fallback_makes_no_second_call(server, db_path):
     assert len(server.chat_requests()) == 1 and client.memory.get_all() == []
     assert client.memory.stats()["replies_without_block"] == 1 and client.memory.stats()["extracted_apart"] == 0
     client.close()
+
+
+def test_what_counts_as_the_user_telling_of_themselves():
+    from headroom.memory._grounding import tells_about_self
+
+    told = ["I'm Priya, a data scientist working at a hospital in Leeds.", "My daughter Lina just turned 7.",
+            "Hi! We moved to Porto last year.", "I prefer short answers with bullet points."]
+    not_told = ["Hi again.", "Thanks, I'll try that", "Ok thanks, bye", "How are you today?",
+                "Can you suggest a dinner for after a long run?", "The weather is lovely today.", "me too lol"]
+    assert [tells_about_self(s) for s in told] == [True] * len(told)
+    assert [tells_about_self(s) for s in not_told] == [False] * len(not_told)

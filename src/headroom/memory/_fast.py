@@ -23,7 +23,7 @@ from ._api import UserMemory, open_memory
 from ._dialects import ANTHROPIC, OPENAI, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
-from ._grounding import from_user
+from ._grounding import from_user, tells_about_self
 from ._inject import (
     DEFAULT_MIN_SCORE,
     append_to_message,
@@ -72,7 +72,9 @@ class FastMemory:
     Inline with a ``fallback``: when the instructed model gave no note to read (no block at all, or
     one that held nothing readable: invalid JSON, the example copied), the turn goes to
     ``fallback`` as it would to ``record``, so a model that forgets the protocol does not lose what
-    the user said. A block that says "nothing new" (``{"memories": []}``) is an answer, not a miss.
+    the user said. A block that says "nothing new" (``{"memories": []}``) is an answer, not a miss,
+    unless the user stated something about themselves that turn (``tells_about_self``): the 1.5B
+    model answered that way after repeating "I'm Priya, a data scientist ..." (bench/RESULTS.md).
     """
 
     def __init__(self, memory: UserMemory, *, top_k: int = 5, min_score: float = DEFAULT_MIN_SCORE,
@@ -146,7 +148,9 @@ class FastMemory:
         if extracted:
             return lambda: self.write(extracted, turn)
         fallback = self.fallback
-        if result is None or fallback is None or result.memories or not (result.blocks == 0 or result.problems):
+        if result is None or fallback is None or result.memories:
+            return None
+        if not (result.blocks == 0 or result.problems or tells_about_self("\n".join(turn.said))):
             return None
         reply = result.text
         if not _worth_recording(turn, reply):

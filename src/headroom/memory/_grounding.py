@@ -34,7 +34,7 @@ import numpy as np
 from ._embedders import Embedder
 from ._scoring import content_words
 
-__all__ = ["ASSISTANT_MARGIN", "INVENTED_BELOW", "USER_WORDS", "from_user", "user_share"]
+__all__ = ["ASSISTANT_MARGIN", "INVENTED_BELOW", "USER_WORDS", "from_user", "tells_about_self", "user_share"]
 
 ASSISTANT_MARGIN = 0.1
 #: The share of a note's content words found in the user's words above which it is theirs.
@@ -49,6 +49,23 @@ _PLEASANTRY = (r"(?:thanks|thank you|you'?re welcome|hello|hi|hey|good (?:mornin
 #: "haha nice" on the 1.5B model), and the user's words reported as words.
 _ABOUT_THE_CHAT = re.compile(
     rf"^\W*(?:(?:the )?user (?:greeted|thanked|said\s*[:'\"\u201c])|(?:{_PLEASANTRY}\b\W*)+$)", re.IGNORECASE)
+
+
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|im|i've|i'd|i'll|my|me|mine|we|we're|our|us)\b", re.IGNORECASE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
+
+
+def tells_about_self(said: str) -> bool:
+    """Whether the user's words state something about them: a sentence that is not a question, in
+    the first person, with two or more content words besides pleasantries ("I'm Priya, a data
+    scientist" does; "Thanks, I'll try that" and "How are you?" do not)."""
+    for sentence in _SENTENCE.split(said):
+        sentence = sentence.strip()
+        if sentence and not sentence.endswith("?") and _FIRST_PERSON.search(sentence):
+            words = [w for w in content_words(sentence) if not re.fullmatch(_PLEASANTRY, w)]
+            if len(words) >= 2:
+                return True
+    return False
 
 
 def _stem(word: str) -> str:
