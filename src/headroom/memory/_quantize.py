@@ -1,9 +1,9 @@
 """The int8 variant of a BERT-type embedding model, built once from its fp32 ONNX export.
 
 Dynamic int8 quantization alone (onnxruntime's ``quantize_dynamic``) is fast but loses too much on
-short texts ("Thanks!" falls to cosine 0.95 against fp32): each matrix product quantizes its input
-with one scale per call, and a few hidden channels carry values ten to twenty times larger than the
-rest, so the small ones round to nothing. Three steps keep the speed and the agreement (figures and
+short texts ("Thanks!" is the worst): each matrix product quantizes its input with one scale per
+call, and a few hidden channels carry values many times larger than the rest, so the small ones
+round to nothing. Three steps keep the speed and the agreement (figures and
 the variants tried are in bench/RESULTS.md, "Quantized embedding models"):
 
 1. Fuse the graph with onnxruntime's transformer optimizer (attention, layer norms, GELU): fewer,
