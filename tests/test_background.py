@@ -448,3 +448,17 @@ def test_what_counts_as_the_user_telling_of_themselves():
                 "Can you suggest a dinner for after a long run?", "The weather is lovely today.", "me too lol"]
     assert [tells_about_self(s) for s in told] == [True] * len(told)
     assert [tells_about_self(s) for s in not_told] == [False] * len(not_told)
+
+
+def test_on_a_turn_of_questions_only_a_note_must_be_almost_all_the_users_words():
+    """The two junk notes of session 10's background run were questions restated; a fact asked in
+    passing is still kept."""
+    from headroom.memory._grounding import from_user
+
+    assert from_user(["The user is considering which language to use for the new pricing service."],
+                     "Which language should I use for the new pricing service?", "") == [False]
+    assert from_user(["Idea for a lab demo for my class: Sodium Hydroxide Reactivity"],
+                     "Ideas for a lab demo for my class?", "") == [False]
+    assert from_user(["Is taking a trip to Japan next week", "Has a dog", "Works at Google"],
+                     "What should I pack for my trip to Japan next week?\nAny tips for walking my dog?", "") == [
+        True, True, False]

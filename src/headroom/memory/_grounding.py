@@ -14,8 +14,9 @@ before anything is stored; "the user's words" means more than half of a note's c
   ``INVENTED_BELOW`` of them) is the model's invention, not the user's fact: small models write
   a career for a user who gave only a job title ("Hi, I'm a backend engineer" -> "Developed a new
   API for the company's mobile app"), or note their own refusal ("I'm sorry, I can't assist");
-- on a turn where the user only asked questions, a note must be in the user's words: an answer to
-  a question is not something the user said (both modes: it needs no embedding);
+- on a turn where the user only asked questions, a note must be almost all in the user's words
+  (``ASKED_WORDS``): an answer to a question is not something the user said, nor is the question
+  restated (both modes: it needs no embedding);
 - with an embedder (background extraction, off the caller's path): a note closer in meaning to
   the assistant's reply than to the user's message (by more than ``ASSISTANT_MARGIN`` cosine) came
   from the reply, unless it is in the user's words: an assistant that repeats the user's fact
@@ -34,11 +35,17 @@ import numpy as np
 from ._embedders import Embedder
 from ._scoring import content_words
 
-__all__ = ["ASSISTANT_MARGIN", "INVENTED_BELOW", "USER_WORDS", "from_user", "tells_about_self", "user_share"]
+__all__ = ["ASKED_WORDS", "ASSISTANT_MARGIN", "INVENTED_BELOW", "USER_WORDS", "from_user", "tells_about_self",
+           "user_share"]
 
 ASSISTANT_MARGIN = 0.1
 #: The share of a note's content words found in the user's words above which it is theirs.
 USER_WORDS = 0.5
+#: On a turn of questions only, the share of a note's words that must be the user's: a question
+#: carries a fact only in passing ("my trip to Japan next week"), and a note that restates the
+#: question with a word or two of the answer ("Idea for a lab demo for my class: Sodium Hydroxide
+#: Reactivity") is not one.
+ASKED_WORDS = 0.75
 #: Below this share of its words in anything the user said, a note is invented.
 INVENTED_BELOW = 0.25
 _SUFFIXES = ("ing", "ed", "es", "s")
@@ -110,7 +117,7 @@ def from_user(memories: Sequence[str], said: str, reply: str, embedder: Embedder
     keep = [not text.rstrip().endswith("?") and not _ABOUT_THE_CHAT.search(text)
             and user_share(text, everything) >= INVENTED_BELOW for text in memories]
     if _asks_only(said):
-        keep = [k and user_share(text, said) > USER_WORDS for k, text in zip(keep, memories)]
+        keep = [k and user_share(text, said) >= ASKED_WORDS for k, text in zip(keep, memories)]
     if embedder is None or not any(keep) or not reply.strip() or not said.strip():
         return keep
     vectors = np.asarray(embedder.embed([*memories, said, reply]), dtype=np.float32)
