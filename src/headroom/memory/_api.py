@@ -17,7 +17,7 @@ import numpy as np
 
 from ._backends import embedder_for, open_store
 from ._deferred import EXIT_WAIT_SECONDS, EmbeddingWorker
-from ._embedders import Embedder, make_embedder
+from ._embedders import Embedder
 from ._errors import InvalidInputError, NotFoundError
 from ._inject import message_text
 from ._jobs import Job
@@ -331,8 +331,7 @@ def open_memory(
     """
     validate_user_id(user_id)
     if embedder is None:
-        embedder = (embedder_for(db_path, use_local_embeddings, embedding_model) if store is None else
-                    make_embedder(use_local_embeddings, embedding_model, recorded=store.embedding_model))
+        embedder = embedder_for(db_path, use_local_embeddings, embedding_model, store=store)
     owns = store is None
     if store is None:
         store = open_store(db_path, embedding_model=embedder.name, embedding_dim=embedder.dim)

@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from ._embedders import LOCAL_MODEL, Embedder, make_embedder
+from ._embedders import Embedder, make_embedder
 from ._store import Store
 
 logger = logging.getLogger(__name__)
@@ -61,10 +61,8 @@ def recorded_model(db_path: str | os.PathLike[str] | None) -> str | None:
 
 
 def embedder_for(db_path: str | os.PathLike[str] | None, use_local_embeddings: bool = True,
-                 embedding_model: str | None = None, client: Any = None) -> Embedder:
-    """``make_embedder`` for the store at ``db_path``: the default local model follows the variant
-    the store recorded (read only when it matters)."""
-    model = (embedding_model or LOCAL_MODEL).removeprefix("sentence-transformers/")
-    follows = use_local_embeddings and model == LOCAL_MODEL
-    return make_embedder(use_local_embeddings, embedding_model, client,
-                         recorded=recorded_model(db_path) if follows else None)
+                 embedding_model: str | None = None, client: Any = None, store: Store | None = None) -> Embedder:
+    """``make_embedder`` for the store at ``db_path`` (or ``store``, open already): the default local
+    model follows the variant the store recorded."""
+    recorded = (lambda: store.embedding_model) if store is not None else (lambda: recorded_model(db_path))
+    return make_embedder(use_local_embeddings, embedding_model, client, recorded=recorded)

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -197,19 +197,19 @@ def make_embedder(
     embedding_model: str | None = None,
     client: Any = None,
     *,
-    recorded: str | None = None,
+    recorded: Callable[[], str | None] | None = None,
 ) -> Embedder:
     """Choose an embedder the way the spec's ``use_local_embeddings=`` / ``embedding_model=`` say.
 
-    ``all-MiniLM-L6-v2`` (the default) names the model, not its arithmetic: a store that
-    ``recorded`` its int8 variant keeps it, anything else gets fp32. ``...-int8`` and ``...-fp32``
-    choose one outright."""
+    ``all-MiniLM-L6-v2`` (the default) names the model, not its arithmetic: a store whose
+    ``recorded()`` model (asked only here) is its int8 variant keeps it, anything else gets fp32.
+    ``...-int8`` and ``...-fp32`` choose one outright."""
     if use_local_embeddings:
         model = (embedding_model or LOCAL_MODEL).removeprefix("sentence-transformers/")
         if os.path.isdir(os.path.expanduser(model)):
             return LocalEmbedder(path=model)
         if model == LOCAL_MODEL:
-            return LocalEmbedder(int8=recorded == LOCAL_MODEL + INT8_SUFFIX)
+            return LocalEmbedder(int8=recorded is not None and recorded() == LOCAL_MODEL + INT8_SUFFIX)
         if model not in (LOCAL_MODEL + INT8_SUFFIX, LOCAL_MODEL + FP32_SUFFIX):
             raise InvalidInputError(
                 f"the local embedder runs {LOCAL_MODEL} (or {LOCAL_MODEL + INT8_SUFFIX} / {LOCAL_MODEL + FP32_SUFFIX} "

@@ -198,7 +198,6 @@ class SQLiteStore(SQLStore):
         ]
 
 
-
 def recorded_model(path: str | os.PathLike[str] | None) -> str | None:
     """The embedding model the file at ``path`` records (None if there is no such file or it holds
     no memory yet), read-only: nothing is created or migrated."""

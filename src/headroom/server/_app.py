@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from headroom.memory._backends import embedder_for, open_store
 from headroom.memory._deferred import EXIT_WAIT_SECONDS
-from headroom.memory._embedders import Embedder, make_embedder
+from headroom.memory._embedders import Embedder
 from headroom.memory._store import Store
 
 from ._background import Extraction
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store: Store | None = None) -> Starlette:
     """The server's app. ``embedder`` defaults to the local model; ``store`` to the one ``config.db``
     names."""
-    embedder = embedder or (make_embedder(True, None, recorded=store.embedding_model) if store else embedder_for(config.db))
+    embedder = embedder or embedder_for(config.db, store=store)
     store = store or open_store(config.db, embedding_model=embedder.name, embedding_dim=embedder.dim)
     metrics = Metrics()
     users = Users(store, embedder, config, metrics)
