@@ -86,10 +86,9 @@ def _stem(word: str) -> str:
 
 
 def _stems(text: str) -> list[str]:
-    # Numbers count, one digit too (the keyword index drops those): "Lina turned 7 years old" is
-    # the user's "Lina just turned 7" by its name and its number.
-    words = content_words(text, limit=64)
-    return [_stem(word) for word in words] + [d for d in dict.fromkeys(_DIGIT.findall(text)) if d not in words]
+    # Numbers count, one digit too (content words are two characters or more): "Lina turned 7
+    # years old" is the user's "Lina just turned 7" by its name and its number.
+    return [_stem(word) for word in content_words(text, limit=64)] + list(dict.fromkeys(_DIGIT.findall(text)))
 
 
 def user_share(memory: str, said: str) -> float:
