@@ -31,7 +31,8 @@ __all__ = ["load", "model_dir", "ModelFiles", "onnx_cache_path", "export_onnx"]
 logger = logging.getLogger(__name__)
 
 LOCAL_NAME = "all-MiniLM-L6-v2"
-BATCH = 32
+BATCH = 16
+SPREAD = 1.5  # a batch's longest text, in tokens, at most this times its shortest
 # Sentences used to check an exported file against torch before it is trusted.
 _PROBES = ["I prefer Python for backend work", "hi", "We use PostgreSQL at a fintech startup, " * 8]
 
@@ -133,7 +134,11 @@ def onnx_cache_path(cache_dir: str | None = None, model: ModelFiles | None = Non
     key = hashlib.sha256()
     key.update((model.path / "config.json").read_bytes())
     key.update(str(model.weights.stat().st_size).encode())
-    return _cache_root(cache_dir) / f"{model.name}-{key.hexdigest()[:16]}{'-int8' if int8 else ''}.onnx"
+    if not int8:
+        return _cache_root(cache_dir) / f"{model.name}-{key.hexdigest()[:16]}.onnx"
+    from ._quantize import RECIPE
+
+    return _cache_root(cache_dir) / f"{model.name}-{key.hexdigest()[:16]}-int8-r{RECIPE}.onnx"
 
 
 class _OnnxRuntime:
@@ -146,8 +151,8 @@ class _OnnxRuntime:
         self.dim = model.dim
         self._tokenizer = Tokenizer.from_file(str(model.path / "tokenizer.json"))
         self._tokenizer.enable_truncation(model.max_tokens)
-        pad_id = self._tokenizer.token_to_id(model.pad_token)
-        self._tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=model.pad_token)
+        self._tokenizer.no_padding()  # each batch is padded here, to its own longest text
+        self._pad_id = self._tokenizer.token_to_id(model.pad_token) or 0
         options = ort.SessionOptions()
         options.intra_op_num_threads = min(os.cpu_count() or 1, 4)
         options.inter_op_num_threads = 1
@@ -156,18 +161,31 @@ class _OnnxRuntime:
         self._inputs = {i.name for i in self._session.get_inputs()}  # some models take no token types
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        # Sort by length so each batch pads to similar lengths, then restore the caller's order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        """Batches hold texts of similar token counts (the longest at most SPREAD times the
+        shortest): padding is computed for nothing, and the int8 variant, which scales each
+        product's input by one number per call, would let a long neighbour's padding move a short
+        text's vector."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        sizes = [len(e.ids) for e in encodings]
+        order = sorted(range(len(texts)), key=sizes.__getitem__)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), BATCH):
-            idx = order[start : start + BATCH]
-            enc = self._tokenizer.encode_batch([texts[i] for i in idx])
-            feeds = {
-                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
-            }
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < min(start + BATCH, len(order)) and sizes[order[end]] <= SPREAD * sizes[order[start]]:
+                end += 1
+            idx = order[start:end]
+            width = sizes[idx[-1]]
+            feeds = {name: np.zeros((len(idx), width), dtype=np.int64)
+                     for name in ("input_ids", "attention_mask", "token_type_ids")}
+            feeds["input_ids"].fill(self._pad_id)
+            for row, i in enumerate(idx):
+                enc = encodings[i]
+                feeds["input_ids"][row, : sizes[i]] = enc.ids
+                feeds["attention_mask"][row, : sizes[i]] = 1
+                feeds["token_type_ids"][row, : sizes[i]] = enc.type_ids
             out[idx] = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+            start = end
         return out
 
 
