@@ -1,6 +1,6 @@
 """add / search latency of the memory API against its floor, for 100 to 100k memories of one user.
 
-    .venv/bin/python bench/latency.py [--sizes 100,1000,10000,100000] [--samples 300] [--int8]
+    .venv/bin/python bench/latency.py [--sizes 100,1000,10000,100000] [--samples 300] [--int8 | --fp32]
 
 The floor of a search is the embedder on the query alone plus one numpy matrix product over the
 same vectors (on one BLAS thread and in the column layout, as the index runs it); the floor of an add is one embedding plus one INSERT and COMMIT on a bare SQLite file.
@@ -112,10 +112,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000,100000")
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--int8", action="store_true", help="the model's int8 variant (LocalEmbedder(int8=True))")
+    variant = parser.add_mutually_exclusive_group()  # neither: the library's default (int8 where it passes its check)
+    variant.add_argument("--int8", action="store_true", help="the model's int8 variant (LocalEmbedder(int8=True))")
+    variant.add_argument("--fp32", action="store_true", help="the model in fp32 (LocalEmbedder(int8=False))")
     parser.add_argument("--out", default="bench/out/latency.json")
     args = parser.parse_args()
-    embedder = LocalEmbedder(int8=args.int8)
+    embedder = LocalEmbedder(int8=True if args.int8 else False if args.fp32 else None)
     embedder.embed(["load the model"])
     print(f"embedder: {embedder.name} via {embedder.backend}", file=sys.stderr)
     results = []

@@ -1,6 +1,6 @@
 """Retrieval recall on LoCoMo: every turn stored as a memory, every question searched.
 
-    .venv/bin/python bench/locomo.py [--conversations 10] [--postgres] [--embedding-model DIR] [--int8] [--out bench/out/locomo.json]
+    .venv/bin/python bench/locomo.py [--conversations 10] [--postgres] [--embedding-model DIR] [--int8 | --fp32] [--out bench/out/locomo.json]
 
 ``--postgres`` stores them in a PostgreSQL database (a throwaway server, bench/_postgres.py) instead
 of an SQLite file.
@@ -151,7 +151,9 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="on PostgreSQL instead of an SQLite file")
     parser.add_argument("--embedding-model", default=None,
                         help="a local sentence-transformers directory (default: the installed MiniLM)")
-    parser.add_argument("--int8", action="store_true", help="the model's int8 variant (LocalEmbedder(int8=True))")
+    variant = parser.add_mutually_exclusive_group()  # neither: the library's default (int8 where it passes its check)
+    variant.add_argument("--int8", action="store_true", help="the model's int8 variant (LocalEmbedder(int8=True))")
+    variant.add_argument("--fp32", action="store_true", help="the model in fp32 (LocalEmbedder(int8=False))")
     parser.add_argument("--out", default="bench/out/locomo.json")
     args = parser.parse_args()
     if args.postgres:
@@ -165,7 +167,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, url: str | None) -> None:
     samples = json.loads(DATA.read_text())[: args.conversations]
-    embedder = LocalEmbedder(path=args.embedding_model, int8=args.int8)
+    embedder = LocalEmbedder(path=args.embedding_model, int8=True if args.int8 else False if args.fp32 else None)
     embedder.embed(["load"])
     if args.speed_only:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Recall on paraphrased questions over short memories: hybrid ranking against vector-only.
 
-    .venv/bin/python bench/paraphrase.py [--locomo] [--embedding-model DIR] [--int8]
+    .venv/bin/python bench/paraphrase.py [--locomo] [--embedding-model DIR] [--int8 | --fp32]
 
 The set is ``bench/paraphrases.py``: 5 users, 100 short memories in the three categories, and 150
 questions worded the way people ask them. They share few words with the memory that answers them,
@@ -61,9 +61,11 @@ def main() -> None:
     parser.add_argument("--misses", action="store_true", help="print the questions missed at 3")
     parser.add_argument("--embedding-model", default=None,
                         help="a local sentence-transformers directory (default: the installed MiniLM)")
-    parser.add_argument("--int8", action="store_true", help="the model's int8 variant (LocalEmbedder(int8=True))")
+    variant = parser.add_mutually_exclusive_group()  # neither: the library's default (int8 where it passes its check)
+    variant.add_argument("--int8", action="store_true", help="the model's int8 variant (LocalEmbedder(int8=True))")
+    variant.add_argument("--fp32", action="store_true", help="the model in fp32 (LocalEmbedder(int8=False))")
     args = parser.parse_args()
-    embedder = LocalEmbedder(path=args.embedding_model, int8=args.int8)
+    embedder = LocalEmbedder(path=args.embedding_model, int8=True if args.int8 else False if args.fp32 else None)
     print(f"embedding model: {embedder.name}")
     print(f"{sum(len(v) for v in MEMORIES.values())} memories of {len(MEMORIES)} users, {len(QUESTIONS)} questions")
     print("| ranking | hit@1 | hit@3 | hit@5 | answer injected (top 5, cosine >= floor) |")
@@ -80,7 +82,7 @@ def main() -> None:
                 print(f"  {question!r} -> wanted {answer!r}, first {first!r}")
     if args.locomo:
         more = (["--embedding-model", args.embedding_model] if args.embedding_model else []) + (
-            ["--int8"] if args.int8 else [])
+            ["--int8"] if args.int8 else ["--fp32"] if args.fp32 else [])
         subprocess.run([sys.executable, str(Path(__file__).with_name("locomo.py")), *more], check=True)
 
 

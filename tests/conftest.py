@@ -11,6 +11,12 @@ from .spec_examples import DOCS
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def default_model() -> str:
+    """The name the default settings give a new file on this machine: the int8 variant where it
+    passes its check here, else fp32 (``LocalEmbedder``)."""
+    return LocalEmbedder().name
+
+
 @pytest.fixture(scope="session")
 def local_embedder() -> LocalEmbedder:
     """The real all-MiniLM-L6-v2, loaded once for the whole run."""

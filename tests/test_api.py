@@ -10,6 +10,8 @@ from headroom.memory import (
     open_memory,
 )
 
+from .conftest import default_model
+
 
 def test_spec_memory_api_example(db_path, local_embedder):
     # The spec's "Memory API" section, on the memory API alone.
@@ -23,7 +25,7 @@ def test_spec_memory_api_example(db_path, local_embedder):
     stats = memory.stats()
     assert stats["total_chunks"] == 2
     assert stats["by_category"] == {"preference": 1, "fact": 1, "context": 0}
-    assert stats["embedding_model"] == "all-MiniLM-L6-v2" and stats["db_path"] == db_path
+    assert stats["embedding_model"] == default_model() and stats["db_path"] == db_path
     assert memory.clear() == 2
     assert memory.get_all() == [] and memory.stats()["total_chunks"] == 0
 

@@ -14,6 +14,8 @@ from headroom.cli import main
 from headroom.memory import open_memory
 from headroom.memory._backends import open_store
 
+from .conftest import default_model
+
 
 def run(db, *args, code=0, stdin=None):
     result = CliRunner().invoke(main, ["--db", str(db), "--json", *args], input=stdin, catch_exceptions=False)
@@ -80,7 +82,7 @@ def test_export_then_import_is_lossless_and_idempotent(db, tmp_path):
                               capture_output=True, text=True, timeout=120, env=env)
     assert exported.returncode == 0, exported.stderr
     lines = exported.stdout.splitlines()
-    assert json.loads(lines[0])["embedding_model"] == "all-MiniLM-L6-v2" and len(lines) == 5  # header + 4 rows
+    assert json.loads(lines[0])["embedding_model"] == default_model() and len(lines) == 5  # header + 4 rows
     (tmp_path / "e.jsonl").write_text(exported.stdout)
     for new in (4, 0):  # the second import finds every row there
         done = subprocess.run([sys.executable, "-m", "headroom.cli", "--db", str(target), "import",
@@ -88,7 +90,7 @@ def test_export_then_import_is_lossless_and_idempotent(db, tmp_path):
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout.splitlines()[-1]) == {"rows": 4, "new": new, "re_embedded": False}
         assert "imported 4 rows" in done.stderr
-    source, copy = (open_store(str(p), embedding_model="all-MiniLM-L6-v2", embedding_dim=384) for p in (db, target))
+    source, copy = (open_store(str(p), embedding_model=default_model(), embedding_dim=384) for p in (db, target))
     before, after = list(source.dump()), list(copy.dump())
     assert [m for m, _ in before] == [m for m, _ in after]  # ids, texts, times, sources, links, metadata
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(before, after))
@@ -124,7 +126,7 @@ def test_doctor_says_what_is_wrong_and_retry_failed_puts_jobs_back(db):
     from headroom.memory import RetryPolicy
 
     assert all(c["ok"] for c in run(db, "doctor"))
-    store = open_store(str(db), embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
+    store = open_store(str(db), embedding_model=default_model(), embedding_dim=384)
     queue = store.extraction_queue()
     queue.put("bob", {"said": ["hi"], "reply": "hello"})
     queue.fail(queue.take("bob"), "model down", RetryPolicy(max_attempts=1))
@@ -172,7 +174,7 @@ def test_migrate_copies_everything_to_the_other_backend_and_back(db, tmp_path, p
     assert run(db, "migrate", "--from", str(db), "--to", other) == [{"rows": 4, "new": 0}]
     assert run(db, "migrate", "--from", other, "--to", back, "--user", "bob") == [{"rows": 1, "new": 1}]
     assert run(db, "migrate", "--from", other, "--to", back) == [{"rows": 4, "new": 3}]
-    stores = [open_store(str(p), embedding_model="all-MiniLM-L6-v2", embedding_dim=384) for p in (db, other, back)]
+    stores = [open_store(str(p), embedding_model=default_model(), embedding_dim=384) for p in (db, other, back)]
     dumps = [list(store.dump()) for store in stores]
     for dump in dumps[1:]:
         assert [m for m, _ in dump] == [m for m, _ in dumps[0]]

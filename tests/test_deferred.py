@@ -5,12 +5,13 @@ import threading
 from headroom.memory import open_memory
 from headroom.memory._backends import open_store
 
+from .conftest import default_model
 from .test_concurrency import run, start
 
 
 def unembedded(db_path: str) -> int:
     """Rows of any user still waiting for a vector, read through a store of their own backend."""
-    store = open_store(db_path, embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
+    store = open_store(db_path, embedding_model=default_model(), embedding_dim=384)
     try:
         return store.unembedded_count()
     finally:

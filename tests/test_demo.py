@@ -41,8 +41,9 @@ def test_warmup_exports_the_model_once(tmp_path):
     first = subprocess.run([sys.executable, "-m", "headroom.cli", "warmup"], capture_output=True, text=True,
                            timeout=300, env=env)
     assert first.returncode == 0, first.stderr
-    assert "exporting it to ONNX once" in first.stdout and "ready (onnx)" in first.stdout
+    assert "exporting it to ONNX and building its int8 variant once" in first.stdout
+    assert "ready (all-MiniLM-L6-v2" in first.stdout and ", onnx)" in first.stdout
     assert list((tmp_path / "cache").glob("*.onnx"))
     again = subprocess.run([sys.executable, "-m", "headroom.cli", "warmup"], capture_output=True, text=True,
                            timeout=300, env=env)
-    assert again.returncode == 0 and "exporting" not in again.stdout and "ready (onnx)" in again.stdout
+    assert again.returncode == 0 and "exporting" not in again.stdout and ", onnx)" in again.stdout

@@ -25,18 +25,23 @@ SENTENCES = [
 
 
 def test_local_embedder_uses_onnx_and_returns_unit_rows(local_embedder):
-    assert local_embedder.backend == "onnx"
-    vectors = local_embedder.embed(SENTENCES)
-    assert vectors.shape == (4, 384) and vectors.dtype == np.float32
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    # Batching and padding do not change a sentence's vector.
-    alone = np.vstack([local_embedder.embed([s]) for s in SENTENCES])
-    assert np.allclose(vectors, alone, atol=1e-5)
-    assert local_embedder.embed([]).shape == (0, 384)
+    fp32 = LocalEmbedder(int8=False)
+    for embedder in (local_embedder, fp32):
+        assert embedder.backend == "onnx"
+        vectors = embedder.embed(SENTENCES)
+        assert vectors.shape == (4, 384) and vectors.dtype == np.float32
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        assert embedder.embed([]).shape == (0, 384)
+    # Batching and padding do not change a sentence's vector in fp32, and hardly in int8 (which
+    # scales each product's input per call, so a batch's other texts count a little).
+    texts = SENTENCES + ["Thanks!", "lol ok", "Which programming language should I pick for the new API server?"]
+    alone = np.vstack([fp32.embed([s]) for s in texts])
+    assert np.allclose(fp32.embed(texts), alone, atol=1e-5)
+    assert np.min(np.sum(LocalEmbedder(int8=True).embed(texts) * alone, axis=1)) >= 0.99
 
 
 def test_onnx_export_from_scratch_matches_sentence_transformers(tmp_path):
-    onnx = LocalEmbedder(backend="onnx", cache_dir=str(tmp_path))
+    onnx = LocalEmbedder(backend="onnx", cache_dir=str(tmp_path), int8=False)
     torch_model = LocalEmbedder(backend="torch")
     got, want = onnx.embed(SENTENCES), torch_model.embed(SENTENCES)
     assert onnx_cache_path(str(tmp_path)).is_file()
@@ -113,14 +118,14 @@ def test_a_model_directory_by_path_embeds_as_sentence_transformers_does(tmp_path
     MiniLM stands in here for e.g. all-mpnet-base-v2: its name, size and window come from its files)."""
     from headroom.memory._local_model import model_dir
 
-    monkeypatch.setenv("HEADROOM_CACHE_DIR", str(tmp_path))  # exports land here, not in the user's cache
-    by_path = LocalEmbedder(path=str(model_dir()), cache_dir=str(tmp_path))
-    assert (by_path.name, by_path.dim) == ("all-MiniLM-L6-v2", 384)  # the installed model keeps its name
+    by_path = LocalEmbedder(path=str(model_dir()))
+    assert (by_path.name, by_path.dim) == (local_embedder.name, 384)  # the installed model keeps its name
     assert np.allclose(by_path.embed(SENTENCES), local_embedder.embed(SENTENCES), atol=1e-5)
     # By its path, the installed model is the default one: one runtime in the process, not two.
     assert LocalEmbedder(path=str(model_dir()))._runtime() is local_embedder._runtime()
     assert isinstance(make_embedder(True, str(model_dir())), LocalEmbedder)
 
+    monkeypatch.setenv("HEADROOM_CACHE_DIR", str(tmp_path))  # exports land here, not in the user's cache
     copy = tmp_path / "my-minilm"  # a copy elsewhere is a model of its own name, recorded in files
     copy.mkdir()
     for item in model_dir().iterdir():
@@ -156,7 +161,8 @@ def test_the_int8_variant_is_built_once_checked_and_named_apart(tmp_path, local_
     shutil.copy(onnx_cache_path(), onnx_cache_path(str(tmp_path)))  # the fp32 export the fixture made
     int8 = LocalEmbedder(int8=True, cache_dir=str(tmp_path))
     assert int8.name == "all-MiniLM-L6-v2-int8" and int8.dim == 384
-    got, want = int8.embed(CHECK + SENTENCES), local_embedder.embed(CHECK + SENTENCES)
+    fp32 = LocalEmbedder(int8=False)
+    got, want = int8.embed(CHECK + SENTENCES), fp32.embed(CHECK + SENTENCES)
     assert onnx_cache_path(str(tmp_path), int8=True).is_file()
     assert np.min(np.sum(got * want, axis=1)) >= 0.99
     assert not np.allclose(got, want, atol=1e-4)  # it is a different model, not fp32 under a new name
@@ -169,35 +175,65 @@ def test_the_int8_variant_is_built_once_checked_and_named_apart(tmp_path, local_
     memory.add("Is allergic to peanuts", "fact")
     assert memory.search("any food to avoid at dinner?")[0][0].text == "Is allergic to peanuts"
     memory.close()
-    for fp32 in ({"embedder": local_embedder}, {"embedding_model": "all-MiniLM-L6-v2-fp32"}):
+    for insisting in ({"embedder": fp32}, {"embedding_model": "all-MiniLM-L6-v2-fp32"}):
         with pytest.raises(EmbeddingModelMismatchError, match="holds vectors of all-MiniLM-L6-v2-int8"):
-            open_memory("u", db, **fp32)  # fp32 vectors are not mixed into an int8 file
+            open_memory("u", db, **insisting)  # fp32 vectors are not mixed into an int8 file
     with pytest.raises(InvalidInputError):
         LocalEmbedder(int8=True, backend="torch")
 
 
-def test_the_default_model_follows_the_variant_a_store_recorded(db_path, tmp_path, monkeypatch):
-    """``all-MiniLM-L6-v2`` (the default) names the model: a store the int8 variant made is opened
-    with it by default settings, on either backend; a new store or an fp32 one gets fp32."""
-    import shutil
-
+def test_new_stores_get_int8_and_a_store_keeps_the_variant_it_recorded(db_path, tmp_path):
+    """Left to choose (the default settings, or a ``LocalEmbedder()`` of one's own), the local model
+    is int8 where int8 passes its check, as it does here; a store made in fp32 (before int8 was
+    the default) is opened in fp32, on either backend; insisting on the other variant is refused."""
+    from headroom.memory import EmbeddingModelMismatchError
     from headroom.memory._backends import embedder_for, recorded_model
+    from headroom.memory._local_model import int8_usable
 
-    LocalEmbedder().embed(["load"])
-    shutil.copy(onnx_cache_path(), onnx_cache_path(str(tmp_path)))  # the int8 variant is built in tmp_path
-    monkeypatch.setenv("HEADROOM_CACHE_DIR", str(tmp_path))
-    assert recorded_model(db_path) is None and embedder_for(db_path).name == "all-MiniLM-L6-v2"
-    with open_memory("u", db_path, embedding_model="all-MiniLM-L6-v2-int8") as made:
+    if not int8_usable():
+        pytest.skip("the int8 variant fails its check on this CPU: new files are fp32 here")
+    assert LocalEmbedder().name == "all-MiniLM-L6-v2-int8"
+    assert recorded_model(db_path) is None and embedder_for(db_path).name == "all-MiniLM-L6-v2-int8"
+    with open_memory("u", db_path, embedding_model="all-MiniLM-L6-v2-fp32") as made:
         made.add("Is allergic to peanuts", "fact")
-    assert recorded_model(db_path) == "all-MiniLM-L6-v2-int8"
-    with open_memory("u", db_path) as default:  # no mismatch: it follows the store
-        assert default.embedder.name == "all-MiniLM-L6-v2-int8"
-        assert default.search("any food to avoid at dinner?")[0][0].text == "Is allergic to peanuts"
-        assert default.stats()["embedding_model"] == "all-MiniLM-L6-v2-int8"
-    other = str(tmp_path / "fp32.db")
-    with open_memory("u", other) as fp32:
-        fp32.add("Speaks Finnish", "fact")
-    assert recorded_model(other) == "all-MiniLM-L6-v2" and embedder_for(other).name == "all-MiniLM-L6-v2"
+    assert recorded_model(db_path) == "all-MiniLM-L6-v2"
+    for opened in (lambda: open_memory("u", db_path), lambda: open_memory("u", db_path, embedder=LocalEmbedder())):
+        with opened() as memory:  # no mismatch: it follows the store
+            assert memory.embedder.name == memory.stats()["embedding_model"] == "all-MiniLM-L6-v2"
+            assert memory.search("any food to avoid at dinner?")[0][0].text == "Is allergic to peanuts"
+    with pytest.raises(EmbeddingModelMismatchError, match="holds vectors of all-MiniLM-L6-v2 "):
+        open_memory("u", db_path, embedder=LocalEmbedder(int8=True))
+    new = str(tmp_path / "new.db")
+    with open_memory("u", new) as memory:
+        memory.add("Speaks Finnish", "fact")
+    assert recorded_model(new) == "all-MiniLM-L6-v2-int8" and embedder_for(new).name == "all-MiniLM-L6-v2-int8"
+
+
+def test_a_machine_whose_int8_fails_the_check_uses_fp32_and_remembers_it(tmp_path, monkeypatch):
+    """Where int8 disagrees with fp32 (made real here by demanding exact agreement), the default is
+    fp32, no int8 file is left, and the reason is kept beside the cache: a later process (a real
+    one, with the usual threshold) does not build again and chooses fp32 too."""
+    import shutil
+    import subprocess
+    import sys
+
+    from headroom.memory import EmbedderUnavailableError, _quantize
+
+    LocalEmbedder(int8=False).embed(["load"])
+    shutil.copy(onnx_cache_path(), onnx_cache_path(str(tmp_path)))  # the fp32 export, to build from
+    monkeypatch.setattr(_quantize, "MIN_COSINE", 0.99999)
+    assert LocalEmbedder(cache_dir=str(tmp_path)).name == "all-MiniLM-L6-v2"
+    assert not onnx_cache_path(str(tmp_path), int8=True).exists()
+    (marker,) = tmp_path.glob("*.rejected")
+    assert "disagrees with fp32" in marker.read_text()
+    monkeypatch.undo()
+    code = ("from headroom.memory import LocalEmbedder; "
+            f"print(LocalEmbedder(cache_dir={str(tmp_path)!r}).name)")
+    later = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert later.stdout.strip() == "all-MiniLM-L6-v2", later.stderr
+    assert not onnx_cache_path(str(tmp_path), int8=True).exists()
+    with pytest.raises(EmbedderUnavailableError, match="disagrees with fp32"):  # insisting says why
+        LocalEmbedder(int8=True, cache_dir=str(tmp_path)).embed(["x"])
 
 
 def test_an_int8_variant_that_disagrees_is_refused_and_not_written(tmp_path):

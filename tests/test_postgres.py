@@ -16,6 +16,7 @@ from headroom.memory._backends import open_store
 from headroom.memory._postgres import PostgresStore
 from headroom.memory._postgres_schema import MIGRATIONS
 
+from .conftest import default_model
 from .postgres import databases
 
 WORKER = str(Path(__file__).with_name("worker.py"))
@@ -55,7 +56,7 @@ def test_processes_starting_together_on_a_new_database_migrate_it_once(pg_url):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
     for worker in workers:
         assert worker.wait(timeout=300) == 0, worker.stderr.read()
-    store = open_store(pg_url, embedding_model="all-MiniLM-L6-v2", embedding_dim=384)
+    store = open_store(pg_url, embedding_model=default_model(), embedding_dim=384)
     assert [u["user_id"] for u in store.users()] == [f"user{i}" for i in range(6)]
     assert store.query("SELECT COUNT(*) FROM headroom_migrations", ())[0][0] == len(MIGRATIONS)
     store.close()

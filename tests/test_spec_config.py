@@ -5,6 +5,7 @@ import pytest
 
 from headroom.memory import AsyncMemoryClient, MemoryClient
 
+from .conftest import default_model
 from .spec_examples import examples
 from .test_fast_memory import PREAMBLE
 
@@ -57,7 +58,7 @@ def test_embedding_examples(doc, env):
     cut = code.index("# OpenAI embeddings")
     first, second = code[:cut], code[cut:]
     local = run(first)["client"]
-    assert local.memory.stats()["embedding_model"] == "all-MiniLM-L6-v2"
+    assert local.memory.stats()["embedding_model"] == default_model()
     remote = run(second.replace('user_id="alice",', f'user_id="alice", db_path="{tmp_path}/openai.db",'))["client"]
     remote.memory.add("Prefers dark mode")
     assert remote.memory.stats()["embedding_model"] == "text-embedding-3-small"

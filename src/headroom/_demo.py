@@ -121,14 +121,15 @@ def demo(base_url: str | None, model: str, db_path: str | None, user_id: str) ->
 
 
 def warmup() -> int:
-    """Prepare the local embedding model (export to ONNX, check it), so the first call is fast."""
+    """Prepare the local embedding model (export to ONNX, build its int8 variant, check both), so the
+    first call is fast."""
     from headroom.memory import EmbedderUnavailableError, LocalEmbedder
     from headroom.memory._local_model import onnx_cache_path
 
     path = onnx_cache_path()
     _say("Preparing the local embedding model (all-MiniLM-L6-v2)...")
     if not path.is_file():
-        _say(f"exporting it to ONNX once, under {path.parent} (about 10 s)...")
+        _say(f"exporting it to ONNX and building its int8 variant once, under {path.parent} (about 15 s)...")
     started = time.perf_counter()
     try:
         embedder = LocalEmbedder()
@@ -136,5 +137,5 @@ def warmup() -> int:
     except EmbedderUnavailableError as exc:
         _say(f"the local model is not available here: {exc}")
         return 1
-    _say(f"ready ({embedder.backend}) in {time.perf_counter() - started:.1f} s")
+    _say(f"ready ({embedder.name}, {embedder.backend}) in {time.perf_counter() - started:.1f} s")
     return 0

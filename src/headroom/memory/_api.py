@@ -330,8 +330,7 @@ def open_memory(
     (any object with ``name``, ``dim`` and ``embed``) or ``store=`` to supply your own.
     """
     validate_user_id(user_id)
-    if embedder is None:
-        embedder = embedder_for(db_path, use_local_embeddings, embedding_model, store=store)
+    embedder = embedder_for(db_path, use_local_embeddings, embedding_model, store=store, embedder=embedder)
     owns = store is None
     if store is None:
         store = open_store(db_path, embedding_model=embedder.name, embedding_dim=embedder.dim)

@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from ._embedders import Embedder, make_embedder
+from ._embedders import Embedder, LocalEmbedder, make_embedder
 from ._store import Store
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,13 @@ def recorded_model(db_path: str | os.PathLike[str] | None) -> str | None:
 
 
 def embedder_for(db_path: str | os.PathLike[str] | None, use_local_embeddings: bool = True,
-                 embedding_model: str | None = None, client: Any = None, store: Store | None = None) -> Embedder:
-    """``make_embedder`` for the store at ``db_path`` (or ``store``, open already): the default local
-    model follows the variant the store recorded."""
-    recorded = (lambda: store.embedding_model) if store is not None else (lambda: recorded_model(db_path))
-    return make_embedder(use_local_embeddings, embedding_model, client, recorded=recorded)
+                 embedding_model: str | None = None, client: Any = None, store: Store | None = None,
+                 embedder: Embedder | None = None) -> Embedder:
+    """The embedder for the store at ``db_path`` (or ``store``, open already): ``embedder`` if given,
+    else ``make_embedder``'s choice. A ``LocalEmbedder`` left to choose its variant (the default)
+    takes the one the store recorded, so an fp32 file stays fp32 and an int8 file int8."""
+    if embedder is None:
+        embedder = make_embedder(use_local_embeddings, embedding_model, client)
+    if isinstance(embedder, LocalEmbedder) and embedder.follows_store:
+        embedder = embedder.variant_for(store.embedding_model if store is not None else recorded_model(db_path))
+    return embedder

