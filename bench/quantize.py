@@ -71,7 +71,7 @@ def library(source: Path, target: Path) -> None:
 VARIANTS: dict[str, Callable[[Path, Path], None]] = {
     "fp32, fused (attention, layer norms, GELU)": fused,
     "int8 dynamic, per channel, fused": fused_dynamic,
-    "int8 fused, smoothed, second feed-forward split (LocalEmbedder(int8=True))": library,
+    "int8 fused, smoothed, second feed-forward in fp32 (LocalEmbedder(int8=True))": library,
     "int8 dynamic, per tensor": dynamic(),
     "int8 dynamic, per channel": dynamic(per_channel=True),
     "int8 dynamic, per channel, weights x activations only": dynamic(
