@@ -4,7 +4,8 @@ Each turn carries what a memory layer should make of it, as rules on memory text
 regular expressions), so a run on any model is judged the same way:
 
 - ``facts``: each pattern must match a memory stored by the end of the turn (a fact-bearing turn);
-- ``replaces``: after a correction, no live memory may match it any more;
+- ``replaces``: after a correction, no live memory may match it any more, but the correction's
+  own note (one that matches the turn's ``facts``: "Moved to Amsterdam, not Rotterdam");
 - ``needs``: a question whose answer needs a memory: the pattern must be in what was injected, and
   ``uses`` (a pattern) in the answer;
 - ``kind`` ``smalltalk`` or ``question``: nothing should be stored from it.

@@ -79,9 +79,10 @@ def judge(turn: Turn, answer: str, injected: str, new: list[str], live: list[str
         "stored": new, "junk": junk, "empty": not any(c.isalnum() for c in answer),
         "fragments": FRAGMENTS.findall(answer),
     }
-    if turn.kind == "correction":
-        result["correction_applied"] = (all(_matches(p, live) for p in turn.facts)
-                                        and not any(_matches(p, live) for p in turn.replaces))
+    if turn.kind == "correction":  # the new fact is live, and no live note still states the old one
+        stale = [t for t in live if any(re.search(p, t, re.I) for p in turn.replaces)
+                 and not any(re.search(p, t, re.I) for p in turn.facts)]
+        result["correction_applied"] = all(_matches(p, live) for p in turn.facts) and not stale
     if turn.needs:
         result["injected"] = all(re.search(p, injected, re.I) for p in turn.needs)
         result["used"] = bool(turn.uses and re.search(turn.uses, answer, re.I))

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, overload
 
 from ._api import UserMemory
+from ._corrections import replacements
 from ._deferred import EXIT_WAIT_SECONDS, stop_at_exit
 from ._dialects import ANTHROPIC, Dialect
 from ._embedders import LOCAL_MODEL, Embedder
@@ -33,7 +34,7 @@ from ._fast import (
 from ._grounding import from_user
 from ._inject import DEFAULT_MIN_SCORE
 from ._jobs import Job, JobQueue, LeaseLost, RetryPolicy
-from ._protocol import EXTRACTION_SCHEMA, extraction_prompt, parse_reply, reply_for_extraction, resolve_replaces
+from ._protocol import EXTRACTION_SCHEMA, extraction_prompt, parse_reply, reply_for_extraction
 from ._store import Store
 
 if TYPE_CHECKING:
@@ -228,8 +229,9 @@ def run_job(job: Job, memory: UserMemory, call: Caller, queue: JobQueue, policy:
         if not all(keep):
             logger.info("extraction proposed %d notes that are not the user's (questions, the reply's "
                         "words); dropped", keep.count(False))
-        items = [{"text": m.text, "category": m.category, "replaces": resolve_replaces(m.replaces, known)}
-                 for m, mine in zip(parsed.memories, keep) if mine]
+        notes = [m for m, mine in zip(parsed.memories, keep) if mine]
+        items = [{"text": m.text, "category": m.category, "replaces": old}
+                 for m, old in zip(notes, replacements(notes, "\n".join(said), known))]
         memory.add_many(items, source="background", done=job)
     except LeaseLost as exc:
         logger.info("%s", exc)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, overload
 
 from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
+from ._corrections import replacements
 from ._dialects import ANTHROPIC, OPENAI, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
@@ -35,7 +36,7 @@ from ._inject import (
 )
 from ._models import Memory
 from ._parser import ExtractedMemory
-from ._protocol import REMINDER, ParseResult, format_injection, resolve_replaces
+from ._protocol import REMINDER, ParseResult, format_injection
 from ._replay import BlockReplay
 from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
@@ -173,13 +174,15 @@ class FastMemory:
         return extracted
 
     def write(self, extracted: list[ExtractedMemory], turn: Turn) -> list[Memory]:
-        """Store the notes now, and embed them in one batch just after. A ``replaces`` naming a note
-        the turn showed (by number or text) is resolved here. Failures are logged, never raised."""
+        """Store the notes now, and embed them in one batch just after. What each replaces (the
+        note the turn showed that its ``replaces`` names, or that the user's words take back) is
+        resolved here. Failures are logged, never raised."""
         shown = [m for m, _ in turn.injected]
+        replaced = replacements(extracted, "\n".join(turn.said), shown)
         try:
             return self.memory.add_many(
-                [{"text": m.text, "category": m.category, "replaces": resolve_replaces(m.replaces, shown)}
-                 for m in extracted], source="inline", defer_embedding=True)
+                [{"text": m.text, "category": m.category, "replaces": old} for m, old in zip(extracted, replaced)],
+                source="inline", defer_embedding=True)
         except HeadroomMemoryError as exc:
             logger.error("could not store %d extracted memories: %s", len(extracted), exc)
         except Exception:

@@ -35,8 +35,8 @@ import numpy as np
 from ._embedders import Embedder
 from ._scoring import content_words
 
-__all__ = ["ASKED_WORDS", "ASSISTANT_MARGIN", "INVENTED_BELOW", "USER_WORDS", "from_user", "tells_about_self",
-           "user_share"]
+__all__ = ["ASKED_WORDS", "ASSISTANT_MARGIN", "INVENTED_BELOW", "USER_WORDS", "from_user", "stem",
+           "tells_about_self", "user_share"]
 
 ASSISTANT_MARGIN = 0.1
 #: The share of a note's content words found in the user's words above which it is theirs.
@@ -75,7 +75,7 @@ def tells_about_self(said: str) -> bool:
     return False
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     """A word without a common suffix, cut to five letters: "works" and "work", "preferring" and
     "prefer", "snacks" and "snack" meet (a crude stemmer is enough to compare two short texts)."""
     for suffix in _SUFFIXES:
@@ -88,7 +88,7 @@ def _stem(word: str) -> str:
 def _stems(text: str) -> list[str]:
     # Numbers count, one digit too (content words are two characters or more): "Lina turned 7
     # years old" is the user's "Lina just turned 7" by its name and its number.
-    return [_stem(word) for word in content_words(text, limit=64)] + list(dict.fromkeys(_DIGIT.findall(text)))
+    return [stem(word) for word in content_words(text, limit=64)] + list(dict.fromkeys(_DIGIT.findall(text)))
 
 
 def user_share(memory: str, said: str) -> float:

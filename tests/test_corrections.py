@@ -1,0 +1,100 @@
+"""A correction the user states in words replaces the old note even when the model does not say so."""
+
+import json
+
+import openai
+
+from headroom._scripted_server import ScriptedServer, chat_completion
+from headroom.memory import with_fast_memory, with_memory
+from headroom.memory._corrections import replacements, taken_back
+from headroom.memory._models import Memory, utcnow
+from headroom.memory._parser import ExtractedMemory
+
+
+def note(text, replaces=None):
+    return ExtractedMemory(text, "fact", replaces)
+
+
+def known(*texts):
+    now = utcnow()
+    return [Memory(f"{i:032x}", "u", text, "fact", now, now) for i, text in enumerate(texts, 1)]
+
+
+def test_the_words_a_user_takes_back():
+    # The three corrections of bench/conversations.py, and common ways of saying one.
+    assert taken_back("Actually I moved to Amsterdam last month, not Rotterdam anymore.") == {"rotte"}
+    assert taken_back("Correction: the race is in May, it got moved from April.") == {"april"}
+    assert taken_back("I now use Polars instead of pandas, it's much faster.") == {"panda"}
+    assert taken_back("I don't use Java anymore, Kotlin only now") == {"java"}
+    assert taken_back("I no longer work at Google") == {"googl"}
+    # "not" without a change, and "from" without a verb of change, take nothing back.
+    for said in ("I'm not sure about Rust, but Go looks fine", "I'm from Spain", "Not bad, thanks!",
+                 "Which is better, pandas or Polars?"):
+        assert taken_back(said) == set(), said
+
+
+def test_a_new_note_replaces_the_shown_note_holding_the_taken_back_word():
+    shown = known("Lives in Rotterdam", "Uses a standing desk", "Prefers Python for backend work")
+    said = "Actually I moved to Amsterdam last month, not Rotterdam anymore."
+    assert replacements([note("Moved to Amsterdam"), note("Likes canals")], said, shown) == [shown[0].id, None]
+    # A note that brings nothing new of the user's words replaces nothing ("Not in Rotterdam"
+    # holds no new value), nor is an unrelated shown note touched.
+    assert replacements([note("No longer lives in Rotterdam")], said, shown) == [None]
+    said = "I don't use Java anymore, I use Kotlin now"
+    java, desk = known("Uses Java at work", "Uses a standing desk")
+    assert replacements([note("Uses Kotlin")], said, [desk, java]) == [java.id]
+    # The model's own choice comes first, and one old note is replaced once.
+    assert replacements([note("Moved to Amsterdam", "2"), note("Lives in Amsterdam")],
+                        "Actually not Rotterdam anymore, Amsterdam", shown) == [shown[1].id, shown[0].id]
+    assert replacements([note("Lives in Amsterdam"), note("Moved to Amsterdam")],
+                        "Actually not Rotterdam anymore, Amsterdam", shown) == [shown[0].id, None]
+    # Nothing taken back, nothing replaced.
+    assert replacements([note("Moved to Amsterdam")], "I moved to Amsterdam", shown) == [None]
+
+
+def block(*texts):
+    return "<memory>" + json.dumps({"memories": [{"content": t, "category": "fact"} for t in texts]}) + "</memory>"
+
+
+def test_a_stated_correction_through_the_inline_wrapper(db_path, local_embedder):
+    """The model writes the new fact without ``replaces`` (as small models do); the user's words
+    take the old one back, so only the new one stays live, the old one kept in its history."""
+    with ScriptedServer() as server:
+        def reply(body):
+            said = body["messages"][-1]["content"]
+            if "Amsterdam" in said:
+                return 200, chat_completion(body, ["Welcome to Amsterdam!" + block("Moved to Amsterdam")])
+            return 200, chat_completion(body, ["Nice city." + block("Lives in Rotterdam")])
+        server.handlers["/v1/chat/completions"] = reply
+        client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
+                                  db_path=db_path, embedder=local_embedder)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I live in Rotterdam."}])
+        client.memory.flush(10)
+        answer = client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "Actually I moved to Amsterdam last month, not Rotterdam anymore."}])
+        client.memory.flush(10)
+    assert answer.choices[0].message.content == "Welcome to Amsterdam!"
+    assert [m.text for m in client.memory.get_all()] == ["Moved to Amsterdam"]
+    assert [m.text for m in client.memory.history(client.memory.get_all()[0].id)] == [
+        "Lives in Rotterdam", "Moved to Amsterdam"]
+
+
+def test_a_stated_correction_through_the_background_extractor(db_path, local_embedder):
+    with ScriptedServer() as server:
+        def reply(body):
+            system = str(body["messages"][0].get("content"))
+            if "long-term memory" not in system:
+                return 200, chat_completion(body, ["Sure."])
+            if "pandas" not in system:
+                return 200, chat_completion(body, [block("Uses pandas for the ward data")])
+            return 200, chat_completion(body, [block("Uses Polars")])
+        server.handlers["/v1/chat/completions"] = reply
+        client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
+                             db_path=db_path, embedder=local_embedder)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I load the ward data with pandas."}])
+        assert client.memory.flush(30)
+        client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "I now use Polars instead of pandas, it's much faster."}])
+        assert client.memory.flush(30)
+        assert [m.text for m in client.memory.get_all()] == ["Uses Polars"]
+        client.close()
