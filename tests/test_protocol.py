@@ -173,6 +173,23 @@ def test_an_unclosed_block_is_stripped_and_stored_only_if_it_parses():
     assert bare.text == "Sure thing!" and bare.memories == []
 
 
+def test_a_block_cut_off_at_the_token_limit_is_stripped_however_the_reply_is_split():
+    """The 1.5B model, stopped by max_tokens, ended two replies with "... The <memory>" (session 11):
+    an opening tag (or most of one) at the very end of a reply is a block cut off, not the answer.
+    Mentioning the tag in prose is left alone."""
+    for reply, problem in (("Go for microservices. The <memory>", "cut off before its content"),
+                           ("Go for microservices. The <memory>\n  ", "cut off before its content"),
+                           ("Go for microservices. The <memor", "tag was cut off"),
+                           ("Go for microservices.\n<MEMORIES", "tag was cut off")):
+        result = parse_reply(reply)
+        assert result.text in ("Go for microservices. The", "Go for microservices.") and result.blocks == 0
+        assert any(problem in p for p in result.problems), result.problems
+        for cut in range(len(reply) + 1):
+            assert chunked(reply, [cut]) == result.text
+    for prose in ("Wrap it in a <memory>.", "A <m", "Tags like <memory> and </memory> mark it"):
+        assert parse_reply(prose).text == prose
+
+
 @pytest.mark.parametrize("content", ["...", "<fact>", "content", "None", "", "  ", "nothing new", "preference|fact"])
 def test_placeholders_are_never_stored(content):
     memories, problems = parse_block(json.dumps({"memories": [{"content": content, "category": "fact"}]}))
@@ -249,8 +266,8 @@ def test_a_tag_in_the_answer_that_opens_no_block_is_the_answers_text():
     answer = "In HTML use <memory> carefully; close it with </memory> and never nest it."
     assert parse_reply(answer).text == answer
     assert parse_reply(answer + "\n" + BLOCK).text == answer
-    assert parse_reply("Ends with <memory>").text == "Ends with <memory>"
-    assert parse_reply("Ends with <memory>   ").text == "Ends with <memory>   "
+    # At the very end of a reply, the tag is a block cut off at the token limit, not prose (below).
+    assert parse_reply("Ends with <memory>.").text == "Ends with <memory>."
 
 
 def test_white_space_inside_tags():

@@ -56,6 +56,8 @@ _TAG = re.compile(r"<\s*(/?)\s*(" + "|".join(_NAMES) + r")\s*>", re.IGNORECASE)
 _MEMORY_CLOSE = re.compile(r"<\s*/\s*memor(?:y|ies)\s*>", re.IGNORECASE)
 _ECHO_CLOSE = {name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE) for name in _ECHOES}
 _PARTIAL = re.compile(r"<\s*/?\s*([A-Za-z_]*)(\s*)")
+#: A reply that ends inside an opening memory tag (at least "<mem"): the tag was cut off.
+_CUT_TAG = re.compile(r"\s*<\s*mem(?:o(?:r(?:y|i(?:e(?:s)?)?)?)?)?\s*$", re.IGNORECASE)
 MAX_TAG_CHARS = 32
 #: An untagged block: a line that starts a JSON object whose first key is "memories", perhaps after
 #: a code fence and a broken tag or label on the same line (```` ```memory>{ ````, ``<memory {``,
@@ -426,6 +428,12 @@ class BlockParser:
             return True
         opens = self._opens(name, self._pending[tag.end():])
         if opens is None and self._final:
+            if self._blocks and name in ("memory", "memories") and not self._pending[tag.end():].strip():
+                # The reply ended right after the tag: a block cut off (at the token limit) before its body.
+                self._show(shown, _unlabelled(self._pending[:tag.start()]))
+                self.problems.append("memory block was cut off before its content; stripped")
+                self._pending = ""
+                return False
             opens = False  # the reply ended before the tag could open anything: the answer's text
         if opens is None:  # wait for what follows the tag (and keep a label line before it)
             line = self._pending.rfind("\n", 0, tag.start()) + 1
@@ -584,6 +592,10 @@ class BlockParser:
             self._pending = ""
             return shown
         rest, self._pending = shown + self._pending, ""
+        cut = _CUT_TAG.search(rest) if self._blocks else None
+        if cut is not None:  # the reply ended inside a memory tag ("... The <memor"): cut off at the token limit
+            rest = rest[:cut.start()]
+            self.problems.append("memory tag was cut off at the end of the reply; stripped")
         if self._after_cut and not rest.strip():
             return ""  # white space after a removed block
         return rest if rest.strip() else ("" if self.blocks or self.echoes else rest)
