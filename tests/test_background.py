@@ -319,17 +319,24 @@ def test_a_number_and_a_remembered_note_are_the_users_words(local_embedder):
                      remembered=["Training for the Leeds half marathon in April"]) == [True]
 
 
-def test_an_extraction_call_is_not_shown_a_reply_that_disclaims_knowing_the_user():
+def test_an_extraction_call_is_not_shown_a_reply_that_disclaims_or_is_about_something_else():
     from headroom.memory._protocol import extraction_prompt, reply_for_extraction
 
+    said = "My daughter Lina just turned 7."
     refusal = "As an AI, I don't have access to your daughter's information, but happy birthday to her!"
     for reply in (refusal, "I'm sorry, I cannot remember personal details between chats."):
-        assert reply_for_extraction(reply) == ""
-    _, user = extraction_prompt(["My daughter Lina just turned 7."], reply_for_extraction(refusal), [])
+        assert reply_for_extraction(reply, said) == ""
+    _, user = extraction_prompt([said], reply_for_extraction(refusal, said), [])
     assert user == "User: My daughter Lina just turned 7."
     plain = "Happy birthday to Lina! Seven is a fun age."
-    assert reply_for_extraction(plain) == plain
+    assert reply_for_extraction(plain, said) == plain
     assert extraction_prompt(["hi"], plain, [])[1] == f"User: hi\nAssistant: {plain}"
+    # The 1.5B model's answer to a correction, about an earlier question: not one word in common.
+    moved = "Actually I moved to Amsterdam last month, not Rotterdam anymore."
+    assert reply_for_extraction("The language I should use for the new pricing service is Python.", moved) == ""
+    assert reply_for_extraction("Enjoy Amsterdam!", moved) == "Enjoy Amsterdam!"
+    assert reply_for_extraction("Anything else?", "ok") == ""  # nothing of the user's to relate to
+    assert reply_for_extraction("Hello!", "") == "Hello!"
 
 
 def test_notes_about_the_chat_are_not_the_users():

@@ -213,7 +213,7 @@ def run_job(job: Job, memory: UserMemory, call: Caller, queue: JobQueue, policy:
     """Extract one queued turn and store its memories in the transaction that removes the job;
     a failure is recorded on the job (retried with backoff, then kept as failed)."""
     said = [str(t) for t in job.payload.get("said") or []]
-    reply = reply_for_extraction(str(job.payload.get("reply") or ""))
+    reply = reply_for_extraction(str(job.payload.get("reply") or ""), "\n".join(said))
     model = model or job.payload.get("model")
     try:
         if not model:

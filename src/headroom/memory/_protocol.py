@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from ._grounding import stem
 from ._models import Memory, normalize_text
 from ._parser import BlockParser, ExtractedMemory, ParseResult, parse_block, parse_reply
+from ._scoring import content_words
 
 __all__ = [
     "INSTRUCTION",
@@ -107,10 +109,18 @@ _DISCLAIMER = re.compile(
     r"store|keep track)|\bi(?:'m| am) (?:not able|unable) to (?:access|remember|recall|know|keep)", re.IGNORECASE)
 
 
-def reply_for_extraction(reply: str) -> str:
-    """The assistant's reply as an extraction call sees it: nothing, if it disclaims knowing the
-    user's details (the user's words alone say what to note), else the reply."""
-    return "" if _DISCLAIMER.search(reply[:400]) else reply
+def reply_for_extraction(reply: str, said: str) -> str:
+    """The assistant's reply as an extraction call sees it: nothing (the user's words alone say
+    what to note) if it disclaims knowing the user's details, or if it shares no content word with
+    what the user ``said``: a reply about something else (the 1.5B model answered "Actually I
+    moved to Amsterdam ..." with "The language I should use for the new pricing service is
+    Python.") only leads a small extractor to note it instead. Else the reply."""
+    if _DISCLAIMER.search(reply[:400]):
+        return ""
+    theirs = {stem(word) for word in content_words(said, limit=64)}
+    if theirs and not theirs & {stem(word) for word in content_words(reply, limit=256)}:
+        return ""
+    return reply
 
 
 def extraction_prompt(said: Sequence[str], reply: str, known: Sequence[Memory]) -> tuple[str, str]:
