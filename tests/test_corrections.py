@@ -43,6 +43,13 @@ def test_a_new_note_replaces_the_shown_note_holding_the_taken_back_word():
     said = "I don't use Java anymore, I use Kotlin now"
     java, desk = known("Uses Java at work", "Uses a standing desk")
     assert replacements([note("Uses Kotlin")], said, [desk, java]) == [java.id]
+    # A shown note that says more than the corrected value stays live: replacing it would lose the rest.
+    intro = known("I'm Maya, a backend engineer at a logistics company in Rotterdam")
+    assert replacements([note("Moved to Amsterdam")], said, intro) == [None]
+    race = known("Training for the Leeds half marathon in April")
+    moved = "Correction: the race is in May, it got moved from April."
+    assert replacements([note("The race is in May")], moved, race) == [None]
+    assert replacements([note("The Leeds half marathon is in May, not April")], moved, race) == [race[0].id]
     # The model's own choice comes first, and one old note is replaced once.
     assert replacements([note("Moved to Amsterdam", "2"), note("Lives in Amsterdam")],
                         "Actually not Rotterdam anymore, Amsterdam", shown) == [shown[1].id, shown[0].id]
@@ -86,8 +93,8 @@ def test_a_stated_correction_through_the_background_extractor(db_path, local_emb
             if "long-term memory" not in system:
                 return 200, chat_completion(body, ["Sure."])
             if "pandas" not in system:
-                return 200, chat_completion(body, [block("Uses pandas for the ward data")])
-            return 200, chat_completion(body, [block("Uses Polars")])
+                return 200, chat_completion(body, [block("Loads the ward data with pandas")])
+            return 200, chat_completion(body, [block("Loads the ward data with Polars")])
         server.handlers["/v1/chat/completions"] = reply
         client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
                              db_path=db_path, embedder=local_embedder)
@@ -96,5 +103,5 @@ def test_a_stated_correction_through_the_background_extractor(db_path, local_emb
         client.chat.completions.create(model="m", messages=[
             {"role": "user", "content": "I now use Polars instead of pandas, it's much faster."}])
         assert client.memory.flush(30)
-        assert [m.text for m in client.memory.get_all()] == ["Uses Polars"]
+        assert [m.text for m in client.memory.get_all()] == ["Loads the ward data with Polars"]
         client.close()

@@ -11,7 +11,10 @@ own words usually say what no longer holds, and the rule reads them:
   alone is mostly "not sure";
 - a note stored this turn replaces a note the model was shown that holds a taken-back word, when
   it brings a word of the user's message that the old note lacks (the new value: Amsterdam, May,
-  Polars).
+  Polars), and carries all the old note said but the taken-back word, give or take one word
+  ("Lives in Rotterdam" -> "Moved to Amsterdam"). A note that says more ("I'm Maya, a backend
+  engineer at a logistics company in Rotterdam") is left live: replacing it would lose the rest,
+  and rewriting it is a model's job.
 
 Each shown note is replaced at most once, by the new note sharing most words with it, and a
 ``replaces`` the model wrote comes first. Words are compared stemmed, as grounding does. Nothing
@@ -82,7 +85,7 @@ def replacements(notes: Sequence[ExtractedMemory], said: str, shown: Sequence[Me
         if old.id in taken or not held & back:
             continue
         candidates = [i for i, words in enumerate(mine)
-                      if chosen[i] is None and (words & theirs) - held]
+                      if chosen[i] is None and (words & theirs) - held and len(held - back - words) <= 1]
         if candidates:
             best = max(candidates, key=lambda i: len(mine[i] & held))
             chosen[best] = old.id
