@@ -1,6 +1,6 @@
 """Quantized variants of the local embedding model against fp32: agreement and one-query speed;
 with ``--batches``, the throughput of fp32 and the int8 variant by batch size; with ``--query``,
-the one-query time of fp32 and the int8 variant, the two alternated call by call (the fairest
+the one-query time of fp32 and the int8 variant, the two taking turns in blocks (the fairest
 comparison on a machine whose speed drifts between runs).
 
     .venv/bin/python bench/quantize.py [--calls 300] [--batches | --query]
@@ -135,21 +135,21 @@ QUERIES = ["Which language should I use for a new CLI tool?", "Where do I work?"
 
 def query(fp32: Path, calls: int) -> None:
     """p50 and p95 of one query embedded by ``LocalEmbedder`` (the library's path: tokenizer,
-    runtime, checks), fp32 and int8 alternated call by call over QUERIES."""
+    runtime, checks), fp32 and int8 taking turns in blocks of 100 calls over QUERIES. Not call by
+    call: each runtime's threads keep spinning a moment after a call and slow the other's."""
     from headroom.memory import LocalEmbedder
 
     embedders = {"fp32": LocalEmbedder(int8=False), "int8": LocalEmbedder(int8=True)}
     times: dict[str, list[float]] = {name: [] for name in embedders}
-    for embedder in embedders.values():
-        for _ in range(30):
-            embedder.embed(QUERIES[:1])
-    for i in range(calls):
-        text = [QUERIES[i % len(QUERIES)]]
+    for block in range(max(1, calls // 100)):
         for name, embedder in embedders.items():
-            started = time.perf_counter()
-            embedder.embed(text)
-            times[name].append((time.perf_counter() - started) * 1000)
-    print(f"{calls} calls each, {len(QUERIES)} queries of 4 to 11 words, alternated")
+            for i in range(110):
+                text = [QUERIES[i % len(QUERIES)]]
+                started = time.perf_counter()
+                embedder.embed(text)
+                if i >= 10:  # the first calls of a block wait for the other runtime's threads to settle
+                    times[name].append((time.perf_counter() - started) * 1000)
+    print(f"{len(times['fp32'])} calls each, {len(QUERIES)} queries of 4 to 11 words, in alternating blocks of 100")
     print("| model | one-query p50 | p95 |\n|---|---|---|")
     for name, values in times.items():
         print(f"| {name} | {np.percentile(values, 50):.2f} ms | {np.percentile(values, 95):.2f} ms |")
@@ -159,7 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--batches", action="store_true", help="only the throughput by batch size")
-    parser.add_argument("--query", action="store_true", help="only one query's time, fp32 and int8 alternated")
+    parser.add_argument("--query", action="store_true", help="only one query's time, fp32 and int8 in turns")
     args = parser.parse_args()
     fp32 = onnx_cache_path()
     if not fp32.is_file():
