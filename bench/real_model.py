@@ -11,7 +11,9 @@ raw reply held a block that parsed), facts captured (the turn's fact patterns ma
 memory), junk (placeholders, protocol echoes, and memories stored on a small-talk or question turn
 unless they state a fact the user gave earlier: a late capture is not junk),
 fragments shown to the caller (tags, context blocks, refs), empty replies (no letter or digit), corrections applied
-(new fact live, old one gone), questions whose memory was injected and used, and latency.
+(new fact live, old one gone), facts still live at the end of each user's conversation (a
+replacement that loses more than the corrected value shows there), questions whose memory was
+injected and used, and latency.
 """
 
 from __future__ import annotations
@@ -141,6 +143,13 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
                       file=log, flush=True)
                 print("  wrote:", json.dumps(raw[-300:]), file=log, flush=True)
                 history += [{"role": "user", "content": turn.text}, {"role": "assistant", "content": answer}]
+        # Facts still live at the end of the user's conversation: a replacement that loses more than
+        # the corrected value shows here (the values a correction takes back are not counted).
+        taken_back = {p for session in user.sessions for turn in session for p in turn.replaces}
+        final = [m.text for m in client.memory.get_all()]
+        patterns = [p for session in user.sessions for turn in session if turn.kind != "correction"
+                    for p in turn.facts if p not in taken_back]
+        rows[-1]["kept_at_end"] = [sum(_matches(p, final) for p in patterns), len(patterns)]
         client.close()
     return rows
 
@@ -161,6 +170,8 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "fragments_shown": sum(bool(r["fragments"]) for r in rows), "empty_replies": sum(r["empty"] for r in rows),
         "asked_again": sum(r.get("asked_again", False) for r in rows),
         "corrections_applied": f"{sum(r['correction_applied'] for r in corrections)}/{len(corrections)}",
+        "facts_live_at_end": "{}/{}".format(*(sum(r["kept_at_end"][i] for r in rows if "kept_at_end" in r)
+                                               for i in (0, 1))),
         "questions_injected": f"{sum(r['injected'] for r in questions)}/{len(questions)}",
         "questions_used": f"{sum(r['used'] for r in questions)}/{len(questions)}",
         "reply_seconds_p50": seconds[len(seconds) // 2] if seconds else 0.0,
