@@ -178,8 +178,8 @@ class FastMemory:
         note the turn showed that its ``replaces`` names, or that the user's words take back) is
         resolved here. Failures are logged, never raised."""
         shown = [m for m, _ in turn.injected]
-        replaced = replacements(extracted, "\n".join(turn.said), shown)
         try:
+            replaced = replacements(extracted, "\n".join(turn.said), shown)
             return self.memory.add_many(
                 [{"text": m.text, "category": m.category, "replaces": old} for m, old in zip(extracted, replaced)],
                 source="inline", defer_embedding=True)

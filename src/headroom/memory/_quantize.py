@@ -178,14 +178,15 @@ def _smooth(model: Any, products: list[tuple[Any, str]], ranges: dict[str, np.nd
             node.input[0] = f"{x}_smoothed_for_{name}"
     nodes = []
     for node in model.graph.node:
-        nodes.extend([before[node.name]] if node.name in before else [])
+        if node.name in before:
+            nodes.append(before[node.name])
         nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
 
 
 def _fold_into_values(source: Any, inverse: np.ndarray, inits: dict[str, Any]) -> bool:
-    """Divide an attention's output channels by ``1 / inverse`` through its value weights and bias
+    """Scale an attention's output channels by ``inverse`` through its value weights and bias
     (each output channel is a weighted mean of one value channel), instead of a ``Mul`` after it.
     False, changing nothing, when ``source`` is not such an attention."""
     from onnx import numpy_helper
