@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ._grounding import stem
+from ._grounding import stem, word_stems
 from ._models import Memory
 from ._parser import ExtractedMemory
 from ._protocol import resolve_replaces
@@ -66,10 +66,6 @@ def taken_back(said: str) -> set[str]:
     return {stem(w) for w in words}
 
 
-def _stems(text: str) -> set[str]:
-    return {stem(w) for w in content_words(text, limit=64)}
-
-
 def replacements(notes: Sequence[ExtractedMemory], said: str, shown: Sequence[Memory]) -> list[str | None]:
     """For each note, what it replaces: its own ``replaces`` resolved against ``shown`` (the notes
     the model was shown), else a shown note the user's words in ``said`` take back, else None."""
@@ -77,11 +73,11 @@ def replacements(notes: Sequence[ExtractedMemory], said: str, shown: Sequence[Me
     back = taken_back(said)
     if not back:
         return chosen
-    theirs = _stems(said) - back
-    mine = [_stems(note.text) for note in notes]
+    theirs = word_stems(said) - back
+    mine = [word_stems(note.text) for note in notes]
     taken = {value for value in chosen if value is not None}
     for old in shown:
-        held = _stems(old.text)
+        held = word_stems(old.text)
         if old.id in taken or not held & back:
             continue
         candidates = [i for i, words in enumerate(mine)

@@ -36,7 +36,7 @@ from ._embedders import Embedder
 from ._scoring import content_words
 
 __all__ = ["ASKED_WORDS", "ASSISTANT_MARGIN", "INVENTED_BELOW", "USER_WORDS", "from_user", "stem",
-           "tells_about_self", "user_share"]
+           "tells_about_self", "user_share", "word_stems"]
 
 ASSISTANT_MARGIN = 0.1
 #: The share of a note's content words found in the user's words above which it is theirs.
@@ -83,6 +83,11 @@ def stem(word: str) -> str:
             word = word[: -len(suffix)]
             break
     return word[:5]
+
+
+def word_stems(text: str, limit: int = 64) -> set[str]:
+    """The stemmed content words of ``text``, as a set (no numbers): what two texts share."""
+    return {stem(word) for word in content_words(text, limit=limit)}
 
 
 def _stems(text: str) -> list[str]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ._grounding import stem
+from ._grounding import word_stems
 from ._models import Memory, normalize_text
 from ._parser import BlockParser, ExtractedMemory, ParseResult, parse_block, parse_reply
-from ._scoring import content_words
 
 __all__ = [
     "INSTRUCTION",
@@ -117,8 +116,8 @@ def reply_for_extraction(reply: str, said: str) -> str:
     Python.") only leads a small extractor to note it instead. Else the reply."""
     if _DISCLAIMER.search(reply[:400]):
         return ""
-    theirs = {stem(word) for word in content_words(said, limit=64)}
-    if theirs and not theirs & {stem(word) for word in content_words(reply, limit=256)}:
+    theirs = word_stems(said)
+    if theirs and not theirs & word_stems(reply, limit=256):
         return ""
     return reply
 
