@@ -6,7 +6,7 @@ import openai
 
 from headroom._scripted_server import ScriptedServer, chat_completion
 from headroom.memory import with_fast_memory, with_memory
-from headroom.memory._corrections import replacements, taken_back
+from headroom.memory._corrections import new_values, replacements, revisions, taken_back
 from headroom.memory._models import Memory, utcnow
 from headroom.memory._parser import ExtractedMemory
 
@@ -104,4 +104,82 @@ def test_a_stated_correction_through_the_background_extractor(db_path, local_emb
             {"role": "user", "content": "I now use Polars instead of pandas, it's much faster."}])
         assert client.memory.flush(30)
         assert [m.text for m in client.memory.get_all()] == ["Loads the ward data with Polars"]
+        client.close()
+
+
+def test_the_value_a_user_puts_in_place_of_the_one_taken_back():
+    assert new_values("Actually I moved to Amsterdam last month, not Rotterdam anymore.") == {"rotte": "Amsterdam"}
+    assert new_values("Correction: the race is in May, it got moved from April.") == {"april": "May"}
+    assert new_values("I now use Polars instead of pandas, it's much faster.") == {"panda": "Polars"}
+    assert new_values("I don't use Java anymore, Kotlin only now") == {"java": "Kotlin"}
+    assert new_values("We switched from MySQL to PostgreSQL last year") == {"mysql": "PostgreSQL"}
+    assert new_values("The standup moved from Monday to Thursday") == {"monda": "Thursday"}
+    # Nothing in place of it, no change said outright, or two candidates of the same kind: no value.
+    for said in ("I no longer work at Google", "I use Rust instead of Go for CLIs",
+                 "Not Rotterdam anymore: Paris or Berlin, I haven't decided", "Which is better, pandas or Polars?"):
+        assert new_values(said) == {}, said
+
+
+def test_a_note_that_says_more_is_rewritten_with_the_new_value():
+    maya, desk, about, negated, done = known(
+        "Maya is a backend engineer at a logistics company in Rotterdam", "Uses a standing desk",
+        "Rotterdam is rainy", "No longer lives in Rotterdam", "Moved to Amsterdam from Rotterdam")
+    said = "Actually I moved to Amsterdam last month, not Rotterdam anymore."
+    # Unrelated notes, notes about the old value itself, notes that take it back themselves and
+    # notes already holding the new value are left as they are.
+    assert revisions(said, [maya, desk, about, negated, done], [None]) == [
+        {"text": "Maya is a backend engineer at a logistics company in Amsterdam", "category": "fact",
+         "replaces": maya.id}]
+    # A note replaced outright this turn is not rewritten as well.
+    assert revisions(said, [maya], [maya.id]) == []
+    race, = known("I'm training for the Leeds half marathon in April.")
+    assert [r["text"] for r in revisions("Correction: the race is in May, it got moved from April.", [race], [])] == [
+        "I'm training for the Leeds half marathon in May."]
+    # Without a value in its place, nothing is rewritten.
+    assert revisions("I no longer work at Google", known("Works at Google in Zurich"), []) == []
+
+
+def test_a_note_that_says_more_is_revised_through_both_wrappers(db_path, local_embedder):
+    """The old note keeps what it said besides the corrected value; its history keeps the old text."""
+    intro = "Maya is a backend engineer at a logistics company in Rotterdam"
+    with ScriptedServer() as server:
+        def reply(body):
+            said = body["messages"][-1]["content"]
+            if "Amsterdam" in said:
+                return 200, chat_completion(body, ["Welcome to Amsterdam!" + block("Moved to Amsterdam last month")])
+            return 200, chat_completion(body, ["Hi Maya." + block(intro)])
+        server.handlers["/v1/chat/completions"] = reply
+        client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="maya",
+                                  db_path=db_path, embedder=local_embedder)
+        client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "Hi! I'm Maya, a backend engineer at a logistics company in Rotterdam."}])
+        client.memory.flush(10)
+        client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "Actually I moved to Amsterdam last month, not Rotterdam anymore."}])
+        client.memory.flush(10)
+    live = {m.text: m for m in client.memory.get_all()}
+    assert set(live) == {"Moved to Amsterdam last month",
+                         "Maya is a backend engineer at a logistics company in Amsterdam"}
+    revised = live["Maya is a backend engineer at a logistics company in Amsterdam"]
+    assert [m.text for m in client.memory.history(revised.id)] == [intro, revised.text]
+
+
+def test_a_revision_through_the_background_extractor(db_path, local_embedder):
+    with ScriptedServer() as server:
+        def reply(body):
+            system = str(body["messages"][0].get("content"))
+            if "long-term memory" not in system:
+                return 200, chat_completion(body, ["Sure."])
+            if "pandas" not in system:
+                return 200, chat_completion(body, [block("Uses Python and pandas every day")])
+            return 200, chat_completion(body, [block("Switched to Polars")])
+        server.handlers["/v1/chat/completions"] = reply
+        client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
+                             db_path=db_path, embedder=local_embedder)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I use Python and pandas every day."}])
+        assert client.memory.flush(30)
+        client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "I now use Polars instead of pandas, it's much faster."}])
+        assert client.memory.flush(30)
+        assert sorted(m.text for m in client.memory.get_all()) == ["Switched to Polars", "Uses Python and Polars every day"]
         client.close()

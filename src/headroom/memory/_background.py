@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, overload
 
 from ._api import UserMemory
-from ._corrections import replacements
+from ._corrections import replacements, revisions
 from ._deferred import EXIT_WAIT_SECONDS, stop_at_exit
 from ._dialects import ANTHROPIC, Dialect
 from ._embedders import LOCAL_MODEL, Embedder
@@ -230,8 +230,9 @@ def run_job(job: Job, memory: UserMemory, call: Caller, queue: JobQueue, policy:
             logger.info("extraction proposed %d notes that are not the user's (questions, the reply's "
                         "words); dropped", keep.count(False))
         notes = [m for m, mine in zip(parsed.memories, keep) if mine]
-        items = [{"text": m.text, "category": m.category, "replaces": old}
-                 for m, old in zip(notes, replacements(notes, "\n".join(said), known))]
+        replaced = replacements(notes, "\n".join(said), known)
+        items = [{"text": m.text, "category": m.category, "replaces": old} for m, old in zip(notes, replaced)]
+        items += revisions("\n".join(said), known, replaced)
         memory.add_many(items, source="background", done=job)
     except LeaseLost as exc:
         logger.info("%s", exc)

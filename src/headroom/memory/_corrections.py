@@ -17,8 +17,17 @@ own words usually say what no longer holds, and the rule reads them:
   and rewriting it is a model's job.
 
 Each shown note is replaced at most once, by the new note sharing most words with it, and a
-``replaces`` the model wrote comes first. Words are compared stemmed, as grounding does. Nothing
-here needs an embedding or I/O.
+``replaces`` the model wrote comes first.
+
+A shown note that says more keeps the rest but not the taken-back value: where the user's words
+also give the value in its place, ``revisions`` rewrites the note with it ("... a logistics
+company in Rotterdam" -> "... in Amsterdam"), stored as the note's next version (its history keeps
+the old one). The new value is read only from what the words say outright: "Y instead of X",
+"moved from X to Y", "moved to Y" beside a single taken-back word, or the one other word of the
+same kind (a month for a month, a number for a number, a name for a name: "the race is in May, it
+got moved from April"). Without one, the note stays as it is.
+
+Words are compared stemmed, as grounding does. Nothing here needs an embedding or I/O.
 """
 
 from __future__ import annotations
@@ -30,9 +39,9 @@ from ._grounding import stem, word_stems
 from ._models import Memory
 from ._parser import ExtractedMemory
 from ._protocol import resolve_replaces
-from ._scoring import content_words
+from ._scoring import STOPWORDS, content_words
 
-__all__ = ["replacements", "taken_back"]
+__all__ = ["new_values", "replacements", "revisions", "taken_back"]
 
 _CHANGE_VERB = (r"(?:moved|changed|switched|went|shifted|rescheduled|postponed|pushed|migrated|relocated|"
                 r"transferred|upgraded|downgraded)")
@@ -87,3 +96,99 @@ def replacements(notes: Sequence[ExtractedMemory], said: str, shown: Sequence[Me
             chosen[best] = old.id
             taken.add(old.id)
     return chosen
+
+
+_INSTEAD = re.compile(r"([^,.;:!?\n]*)\b(?:instead of|rather than)\b([^,.;:!?\n]*)", re.IGNORECASE)
+_FROM_TO = re.compile(rf"\b{_CHANGE_VERB}(?: \w+)? from\b([^,.;:!?\n]*?)\b(?:to|into)\b([^,.;:!?\n]*)", re.IGNORECASE)
+_CHANGED_TO = re.compile(rf"\b{_CHANGE_VERB}(?: \w+)? (?:to|into)\b([^,.;:!?\n]*)", re.IGNORECASE)
+#: A change said outright: "Y instead of X" alone may be a plain preference ("I use Rust instead
+#: of Go for CLIs"), not a correction of what a note says, so a revision needs one of these too.
+_REVISES = re.compile(rf"\b(?:actually|correction|anymore|any more|no longer|not|now|{_CHANGE_VERB})\b",
+                      re.IGNORECASE)
+#: A note that itself takes something back ("No longer in Rotterdam") is not rewritten.
+_NEGATED = re.compile(r"\b(?:not|no longer|instead of|rather than|anymore|any more)\b", re.IGNORECASE)
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?\n]\s*)$")
+_MONTHS = frozenset("january february march april may june july august september october november december".split())
+_DAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
+
+
+def _kind(token: str, first: bool) -> str | None:
+    """What sort of value ``token`` is, where that is plain from the word: a month, a day, a
+    number, or a name (capitalised, not at a sentence's start); None for any other word."""
+    lower = token.lower()
+    if lower in _MONTHS and token[0].isupper():
+        return "month"
+    if lower in _DAYS:
+        return "day"
+    if token.isdigit():
+        return "number"
+    if token[0].isupper() and not first and lower not in STOPWORDS:
+        return "name"
+    return None
+
+
+def _tokens(said: str) -> list[tuple[str, str | None]]:
+    return [(m.group(0), _kind(m.group(0), bool(_SENTENCE_START.search(said[: m.start()]))))
+            for m in _TOKEN.finditer(said)]
+
+
+def _as_written(word: str, said: str) -> str:
+    for token in _TOKEN.findall(said):
+        if token.lower() == word:
+            return token
+    return word
+
+
+def new_values(said: str) -> dict[str, str]:
+    """For each word the user takes back in ``said`` (stemmed, as ``taken_back`` gives it), the
+    word they put in its place, as they wrote it, where their words say so outright."""
+    back = taken_back(said)
+    if not back or not _REVISES.search(said):
+        return {}
+    values: dict[str, str] = {}
+    for match in _INSTEAD.finditer(said):
+        before = [w for w in content_words(match.group(1)) if w not in _FILLER]
+        after = _first(content_words(match.group(2)))
+        if before and after:
+            values[stem(after[0])] = before[-1]
+    for match in _FROM_TO.finditer(said):
+        old, new = _first(content_words(match.group(1))), _first(content_words(match.group(2)))
+        if old and new:
+            values[stem(old[0])] = new[0]
+    left = [word for word in back if word not in values]
+    if len(left) == 1:
+        moved_to = [w for match in _CHANGED_TO.finditer(said) for w in _first(content_words(match.group(1)))]
+        tokens = _tokens(said)
+        kinds = {kind for token, kind in tokens if stem(token.lower()) == left[0]} - {None}
+        alike = {token.lower() for token, kind in tokens if kind in kinds and stem(token.lower()) != left[0]}
+        if moved_to and stem(moved_to[0]) not in back:
+            values[left[0]] = moved_to[0]
+        elif len(alike) == 1:
+            values[left[0]] = alike.pop()
+    return {old: _as_written(new, said) for old, new in values.items() if old in back and stem(new) != old}
+
+
+def revisions(said: str, shown: Sequence[Memory], replaced: Sequence[str | None]) -> list[dict[str, str | None]]:
+    """Memory inputs that rewrite the shown notes holding a value the user takes back in ``said``
+    with the value they give in its place (``new_values``): the old note's text with each such
+    word swapped, its category, and ``replaces`` its id. Left as they are: notes already
+    ``replaced`` this turn, notes that hold the new value already, notes that take something back
+    themselves, and notes about the taken-back thing (it is their first word: "Pandas is slow" is
+    no more true of Polars)."""
+    values = new_values(said)
+    if not values:
+        return []
+    out: list[dict[str, str | None]] = []
+    for old in shown:
+        held = word_stems(old.text)
+        if old.id in replaced or not held & values.keys() or _NEGATED.search(old.text):
+            continue
+        if any(stem(new.lower()) in held for old_word, new in values.items() if old_word in held):
+            continue
+        first = content_words(old.text, limit=1)
+        if first and stem(first[0]) in values:
+            continue
+        text = _TOKEN.sub(lambda m: values.get(stem(m.group(0).lower()), m.group(0)), old.text)
+        out.append({"text": text, "category": old.category, "replaces": old.id})
+    return out

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, overload
 
 from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
-from ._corrections import replacements
+from ._corrections import replacements, revisions
 from ._dialects import ANTHROPIC, OPENAI, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
@@ -176,13 +176,15 @@ class FastMemory:
     def write(self, extracted: list[ExtractedMemory], turn: Turn) -> list[Memory]:
         """Store the notes now, and embed them in one batch just after. What each replaces (the
         note the turn showed that its ``replaces`` names, or that the user's words take back) is
-        resolved here. Failures are logged, never raised."""
+        resolved here, and shown notes that keep a taken-back value are rewritten with the new one
+        (``_corrections.revisions``). Failures are logged, never raised."""
         shown = [m for m, _ in turn.injected]
         try:
-            replaced = replacements(extracted, "\n".join(turn.said), shown)
-            return self.memory.add_many(
-                [{"text": m.text, "category": m.category, "replaces": old} for m, old in zip(extracted, replaced)],
-                source="inline", defer_embedding=True)
+            said = "\n".join(turn.said)
+            replaced = replacements(extracted, said, shown)
+            items = [{"text": m.text, "category": m.category, "replaces": old} for m, old in zip(extracted, replaced)]
+            return self.memory.add_many(items + revisions(said, shown, replaced), source="inline",
+                                        defer_embedding=True)
         except HeadroomMemoryError as exc:
             logger.error("could not store %d extracted memories: %s", len(extracted), exc)
         except Exception:
