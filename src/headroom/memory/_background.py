@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, overload
 
 from ._api import UserMemory
+from ._clients import dialect_of, is_async, sync_twin
 from ._corrections import replacements, revisions
 from ._deferred import EXIT_WAIT_SECONDS, stop_at_exit
 from ._dialects import ANTHROPIC, Dialect
@@ -26,9 +27,6 @@ from ._fast import (
     MemoryClient,
     Turn,
     client_memory,
-    dialect_of,
-    is_async,
-    sync_twin,
     wrap_client,
 )
 from ._grounding import from_user
