@@ -9,14 +9,17 @@ stream filter that strips them from streamed chunks or events as they pass.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, MutableMapping, Protocol
 
 from ._inject import add_instruction, wants_json
+from ._parser import ExtractedMemory
 from ._protocol import INSTRUCTION, BlockParser, ParseResult, parse_reply
+from ._structured import JSON_INSTRUCTION, JSON_REPLACES, JsonReplyParser, parse_json_reply, reply_schema
 
-__all__ = ["Dialect", "StreamFilter", "OPENAI", "ANTHROPIC", "ChunkFilter", "EventFilter"]
+__all__ = ["Dialect", "StreamFilter", "OPENAI", "OPENAI_JSON", "ANTHROPIC", "ChunkFilter", "EventFilter"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +45,46 @@ class StreamFilter(Protocol):
         ...
 
 
+class ReplyParser(Protocol):
+    """What reads one reply as it streams: ``BlockParser`` (a block after the answer) or
+    ``JsonReplyParser`` (the answer and memories as JSON)."""
+
+    @property
+    def memories(self) -> list[ExtractedMemory]: ...
+
+    @property
+    def problems(self) -> list[str]: ...
+
+    @property
+    def blocks(self) -> int: ...
+
+    @property
+    def repairs(self) -> int: ...
+
+    @property
+    def echoes(self) -> int: ...
+
+    def feed(self, chunk: str) -> str: ...
+
+    def finish(self) -> str: ...
+
+    def result(self, text: str) -> ParseResult: ...
+
+
 @dataclass(frozen=True)
 class Dialect:
     name: str
-    instruct: Callable[[dict[str, Any]], bool]  # adds the instruction to a request copy; False if it must not
+    #: Adds the instruction to a request copy, given how many numbered notes it shows; False if it must not.
+    instruct: Callable[[dict[str, Any], int], bool]
     clean: Callable[..., ParseResult | None]  # strips blocks (blocks=False: only echoes) in place; None: no text
     reply_text: Callable[[Any], str]  # the reply's text, as it is now
     stream_filter: Callable[..., StreamFilter]  # blocks=False strips only echoes of the remembered context
+    #: Whether the model needs reminding at the end of the prompt (and earlier blocks shown again):
+    #: not when the server holds the reply to a schema.
+    reminds: bool = True
 
 
-def _log(parsers: list[BlockParser]) -> None:
+def _log(parsers: list[ReplyParser]) -> None:
     for parser in parsers:
         for problem in parser.problems:
             logger.warning("memory block: %s", problem)
@@ -73,22 +106,37 @@ def _set(item: Any, name: str, value: Any) -> None:
 # -- OpenAI chat completions --------------------------------------------------------------------------
 
 
-def _openai_instruct(request: dict[str, Any]) -> bool:
+def _openai_instruct(request: dict[str, Any], notes: int = 0) -> bool:
     if wants_json(request):  # an appended block would break the JSON the caller asked for
         return False
     request["messages"] = add_instruction(request["messages"], INSTRUCTION)
     return True
 
 
-def _openai_clean(response: Any, blocks: bool = True) -> ParseResult | None:
-    """Strip every choice; the memories come from the first (``n > 1`` must not store alternatives)."""
+def _openai_json_instruct(request: dict[str, Any], notes: int = 0) -> bool:
+    """The reply asked for as JSON under the server's schema. A request with tools asks for the
+    block instead (a schema would keep the model from calling them; ``JsonReplyParser`` reads a
+    plain reply too), and one that asks for JSON of its own is not instructed."""
+    if wants_json(request):
+        return False
+    if request.get("tools") or request.get("functions"):
+        return _openai_instruct(request)
+    request["messages"] = add_instruction(request["messages"], JSON_INSTRUCTION + (JSON_REPLACES if notes else ""))
+    request["response_format"] = {"type": "json_schema", "json_schema": {
+        "name": "answer_with_memories", "strict": True, "schema": reply_schema(notes)}}
+    return True
+
+
+def _openai_clean(response: Any, blocks: bool = True, structured: bool = False) -> ParseResult | None:
+    """Strip every choice; the memories come from the first (``n > 1`` must not store alternatives).
+    ``structured``: the replies were asked for as JSON; each becomes its answer's text."""
     first: ParseResult | None = None
     for choice in _get(response, "choices") or []:
         message: Any = _get(choice, "message")
         content = _get(message, "content")
         if not isinstance(content, str):
             continue  # tool calls, refusals: nothing to strip
-        result = parse_reply(content, blocks)
+        result = parse_json_reply(content) if structured and blocks else parse_reply(content, blocks)
         _set(message, "content", result.text)
         for problem in result.problems:
             logger.warning("memory block: %s", problem)
@@ -106,14 +154,15 @@ def _openai_text(response: Any) -> str:
 class _Parsers:
     """What both stream filters keep: a parser per choice or block, and the text shown."""
 
-    def __init__(self, blocks: bool = True) -> None:
+    def __init__(self, blocks: bool = True, structured: bool = False) -> None:
         self._blocks = blocks
-        self._parsers: dict[int, BlockParser] = {}
+        self._structured = structured and blocks  # replies asked for as JSON (``_structured.py``)
+        self._parsers: dict[int, ReplyParser] = {}
         self._finished: set[int] = set()
         self._shown: list[str] = []  # the text the caller got (first choice, or every text block)
         self._last: dict[int, Any] = {}  # the last item that carried text for each parser
 
-    def _finish_all(self) -> list[BlockParser]:
+    def _finish_all(self) -> list[ReplyParser]:
         """Close every parser still open on what arrived, and log what they met."""
         for index, parser in self._parsers.items():
             if index not in self._finished:
@@ -145,10 +194,10 @@ class _Parsers:
         """A copy of ``item`` that carries ``text`` as the next piece of ``index``'s text."""
         raise NotImplementedError
 
-    def _parser(self, index: int) -> BlockParser:
+    def _parser(self, index: int) -> ReplyParser:
         parser = self._parsers.get(index)
         if parser is None:
-            parser = self._parsers[index] = BlockParser(self._blocks)
+            parser = self._parsers[index] = JsonReplyParser() if self._structured else BlockParser(self._blocks)
         return parser
 
 
@@ -193,12 +242,15 @@ class ChunkFilter(_Parsers):
 
 
 OPENAI = Dialect("openai", _openai_instruct, _openai_clean, _openai_text, ChunkFilter)
+#: OpenAI-compatible servers with structured output (``with_fast_memory(..., structured_output=True)``).
+OPENAI_JSON = Dialect("openai-json", _openai_json_instruct, functools.partial(_openai_clean, structured=True),
+                      _openai_text, functools.partial(ChunkFilter, structured=True), reminds=False)
 
 
 # -- Anthropic messages -------------------------------------------------------------------------------
 
 
-def _anthropic_instruct(request: dict[str, Any]) -> bool:
+def _anthropic_instruct(request: dict[str, Any], notes: int = 0) -> bool:
     system = request.get("system")
     if isinstance(system, list):
         request["system"] = [*system, {"type": "text", "text": INSTRUCTION}]

@@ -21,7 +21,7 @@ from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
 from ._clients import dialect_of, embeddings_client, is_async
 from ._corrections import replacements, revisions
-from ._dialects import ANTHROPIC, OPENAI, Dialect
+from ._dialects import ANTHROPIC, OPENAI, OPENAI_JSON, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
 from ._grounding import from_user, tells_about_self
@@ -80,8 +80,9 @@ class FastMemory:
 
     def __init__(self, memory: UserMemory, *, top_k: int = 5, min_score: float = DEFAULT_MIN_SCORE,
                  record: Callable[[Turn, str], Any] | None = None,
-                 fallback: Callable[[Turn, str], Any] | None = None) -> None:
+                 fallback: Callable[[Turn, str], Any] | None = None, structured: bool = False) -> None:
         self.memory = memory
+        self.structured = structured  # replies asked for as JSON (``_structured.py``)
         self.top_k = top_k
         self.min_score = min_score
         self.record = record
@@ -126,9 +127,10 @@ class FastMemory:
         if turn.injected:
             out["messages"] = prepend_to_message(messages, index, format_injection(turn.injected))  # type: ignore[arg-type]
         plain = dict(out)
-        turn.instructed = self.record is None and dialect.instruct(out)
+        turn.instructed = self.record is None and dialect.instruct(out, len(turn.injected))
         if turn.instructed:
             turn.plain = plain
+        if turn.instructed and dialect.reminds:
             sent = self.replay.restore(out["messages"])  # earlier answers with their blocks
             if latest_user_index(sent) == len(sent) - 1:  # not after a tool result: mid-history
                 sent = append_to_message(sent, len(sent) - 1, REMINDER)
@@ -379,7 +381,8 @@ class _ClientBase(_Proxy):
         if dialect_of(client) is ANTHROPIC:
             self.messages = self._create(client.messages, core, ANTHROPIC)
         else:
-            self.chat = _Chat(client.chat, self._create(client.chat.completions, core, OPENAI))
+            dialect = OPENAI_JSON if core.structured else OPENAI
+            self.chat = _Chat(client.chat, self._create(client.chat.completions, core, dialect))
 
     @property
     def wrapped(self) -> Any:
@@ -480,12 +483,14 @@ def wrap_client(client: Any, core: FastMemory) -> MemoryClient | AsyncMemoryClie
 def with_fast_memory(client: AsyncClient, user_id: str, db_path: str | os.PathLike[str] | None = ..., top_k: int = ...,
                      use_local_embeddings: bool = ..., embedding_model: str = ..., *, min_score: float = ...,
                      embedder: Embedder | None = ..., store: Store | None = ..., fallback_extraction: bool = ...,
-                     extraction_client: Any = ..., extraction_model: str | None = ...) -> AsyncMemoryClient: ...
+                     extraction_client: Any = ..., extraction_model: str | None = ...,
+                     structured_output: bool = ...) -> AsyncMemoryClient: ...
 @overload
 def with_fast_memory(client: Any, user_id: str, db_path: str | os.PathLike[str] | None = ..., top_k: int = ...,
                      use_local_embeddings: bool = ..., embedding_model: str = ..., *, min_score: float = ...,
                      embedder: Embedder | None = ..., store: Store | None = ..., fallback_extraction: bool = ...,
-                     extraction_client: Any = ..., extraction_model: str | None = ...) -> MemoryClient: ...
+                     extraction_client: Any = ..., extraction_model: str | None = ...,
+                     structured_output: bool = ...) -> MemoryClient: ...
 def with_fast_memory(
     client: Any,
     user_id: str,
@@ -500,6 +505,7 @@ def with_fast_memory(
     fallback_extraction: bool = False,
     extraction_client: Any = None,
     extraction_model: str | None = None,
+    structured_output: bool = False,
 ) -> MemoryClient | AsyncMemoryClient:
     """Give an OpenAI-compatible client memory, extracted inline from its own replies.
 
@@ -515,7 +521,15 @@ def with_fast_memory(
     ``with_memory`` does, through ``extraction_client`` with ``extraction_model`` (defaults: the
     same client, or its synchronous twin, and the call's own model). It costs a second call only
     on such turns; ``client.memory.flush()`` waits for them.
+
+    With ``structured_output=True`` (OpenAI-compatible servers that take ``response_format``
+    ``json_schema``: OpenAI, vLLM, llama.cpp) the reply is asked for as JSON, the answer and the
+    memories in two required fields, so a model cannot forget the memories; the caller still gets
+    the answer alone, as text or as a stream of it. A request with tools asks for the block
+    instead; one with a ``response_format`` of its own is not instructed.
     """
+    if structured_output and dialect_of(client) is ANTHROPIC:
+        raise InvalidInputError("structured_output needs an OpenAI-compatible client (response_format json_schema)")
     memory = client_memory(client, user_id, db_path, top_k, use_local_embeddings, embedding_model, embedder, store)
     fallback = None
     if fallback_extraction:
@@ -527,4 +541,5 @@ def with_fast_memory(
         except BaseException:
             memory.close()
             raise
-    return wrap_client(client, FastMemory(memory, top_k=top_k, min_score=min_score, fallback=fallback))
+    return wrap_client(client, FastMemory(memory, top_k=top_k, min_score=min_score, fallback=fallback,
+                                          structured=structured_output))
