@@ -6,7 +6,8 @@
 Runs every user's sessions in order (a session is a new conversation; what was said earlier comes
 back only through memory), through ``with_fast_memory`` and through ``with_memory`` (flushed after
 each turn, so what a turn stored is known); ``--mode fast-fallback`` is ``with_fast_memory`` with
-``fallback_extraction=True``. Per turn and in total it reports: block compliance (the
+``fallback_extraction=True``; ``--mode fast-json`` and ``fast-json-fallback`` the same with
+``structured_output=True`` (the reply asked for as JSON under the server's schema). Per turn and in total it reports: block compliance (the
 raw reply held a block that parsed), facts captured (the turn's fact patterns matched by a live
 memory), junk (placeholders, protocol echoes, and memories stored on a small-talk or question turn
 unless they state a fact the user gave earlier: a late capture is not junk),
@@ -60,10 +61,11 @@ def _matches(pattern: str, texts: list[str]) -> bool:
     return any(re.search(pattern, text, re.I) for text in texts)
 
 
-def _compliant(raw: str) -> bool:
+def _compliant(raw: str, structured: bool = False) -> bool:
     from headroom.memory._protocol import BlockParser
+    from headroom.memory._structured import JsonReplyParser
 
-    parser = BlockParser()
+    parser = JsonReplyParser() if structured else BlockParser()
     parser.feed(raw)
     parser.finish()
     return parser.blocks > 0 and not any("not valid JSON" in p or "never closed" in p or "holds" in p
@@ -103,10 +105,10 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
         sdk = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600)
         recorder, extractor = Recorder(sdk), Recorder(sdk)
         db = str(workdir / f"{mode}.db")
-        if mode.startswith("fast"):  # fast-fallback: turns without a note to read are extracted apart
+        if mode.startswith("fast"):  # -fallback: turns without a note to read are extracted apart
             client = with_fast_memory(recorder, user_id=user.user_id, db_path=db, embedder=embedder,
-                                      fallback_extraction=mode == "fast-fallback", extraction_client=extractor,
-                                      extraction_model=model)
+                                      fallback_extraction=mode.endswith("-fallback"), extraction_client=extractor,
+                                      extraction_model=model, structured_output=mode.startswith("fast-json"))
         else:
             client = with_memory(recorder, user_id=user.user_id, db_path=db, embedder=embedder,
                                  extraction_client=extractor, extraction_model=model)
@@ -133,7 +135,8 @@ def run(mode: str, base_url: str, model: str, api_key: str, workdir: Path, max_t
                 raw = recorder.calls[first_call]["wrote"] if mode.startswith("fast") else (extraction[-1]["wrote"] if extraction else "")
                 row.update(user=user.user_id, session=number, kind=turn.kind, said=turn.text, answer=answer,
                            asked_again=len(recorder.calls) - first_call > 1,
-                           raw=raw, compliant=_compliant(raw) if (mode.startswith("fast") or extraction) else None,
+                           raw=raw, compliant=_compliant(raw, mode.startswith("fast-json"))
+                           if (mode.startswith("fast") or extraction) else None,
                            extraction_wrote=extraction[-1]["wrote"] if extraction else None,
                            seconds=round(seconds, 2),
                            extraction_seconds=round(sum(c["seconds"] for c in extraction), 2))
@@ -184,7 +187,7 @@ def main() -> None:
     parser.add_argument("--base-url", help="an OpenAI-compatible server (default: the scripted stand-in)")
     parser.add_argument("--model", default="scripted")
     parser.add_argument("--api-key", default="not-needed")
-    parser.add_argument("--mode", choices=["fast", "fast-fallback", "background", "both"], default="both")
+    parser.add_argument("--mode", choices=["fast", "fast-fallback", "fast-json", "fast-json-fallback", "background", "both"], default="both")
     parser.add_argument("--max-tokens", type=int, default=300, help="per reply, to bound a run's time")
     parser.add_argument("--out", default="bench/out/real_model.json")
     args = parser.parse_args()

@@ -194,7 +194,8 @@ def _text(content: Any) -> str:
 
 def rule_based_reply(body: dict[str, Any]) -> str:
     """A stand-in for a model, by rules: it answers from remembered context and, when the system
-    message asks for a ``<memory>`` block, reports what it heard the user say about themselves."""
+    message asks for a ``<memory>`` block (or the request for a reply schema), reports what it
+    heard the user say about themselves."""
     messages = body.get("messages") or []
     users = [m for m in messages if m.get("role") == "user"]
     said = _text(users[-1].get("content")) if users else ""
@@ -211,6 +212,11 @@ def rule_based_reply(body: dict[str, Any]) -> str:
         answer = "Thanks, noted: " + "; ".join(h["content"] for h in heard) + "."
     else:
         answer = f"You said: {said[:200]}" if said else "Hello! How can I help?"
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+    if schema:  # a server that holds the reply to the schema it was given (``structured_output``)
+        item = schema["properties"]["memories"]["items"]
+        memories = [{**h, **({"replaces": None} if "replaces" in item["required"] else {})} for h in heard]
+        return json.dumps({"answer": answer, "memories": memories})
     system = " ".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
     if "<memory>" in system:
         answer += "\n\n<memory>" + json.dumps({"memories": heard}) + "</memory>"
