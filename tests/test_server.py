@@ -437,3 +437,19 @@ def test_stopping_the_server_drains_queued_extractions(upstream, db_path, local_
     user = user_of({"authorization": "Bearer key-late"}, ServerConfig(upstream="", secret=b"test-secret"))
     with open_memory(user, db_path, embedder=local_embedder) as memory:
         assert [m.text for m in memory.get_all()] == ["Uses Nix"]
+
+
+def test_structured_output_asks_upstream_for_json_and_gives_the_caller_the_answer(upstream, db_path, local_embedder):
+    from headroom.memory._structured import reply_schema
+
+    with start(upstream, db_path, local_embedder, structured_output=True) as server:
+        client = chat(server, "key-json")
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I prefer Rust."}])
+        streamed = chat(server, "key-json2").chat.completions.create(
+            model="m", stream=True, messages=[{"role": "user", "content": "We use Nix."}])
+        text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        sent = upstream.chat_requests()[0]
+        assert sent["response_format"]["json_schema"]["schema"] == reply_schema(0)
+        assert reply.choices[0].message.content == "Thanks, noted: Prefers Rust."
+        assert text == "Thanks, noted: Uses Nix."
+        assert (memories(server, "key-json"), memories(server, "key-json2")) == (["Prefers Rust"], ["Uses Nix"])

@@ -213,7 +213,7 @@ def rule_based_reply(body: dict[str, Any]) -> str:
     else:
         answer = f"You said: {said[:200]}" if said else "Hello! How can I help?"
     schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
-    if schema:  # a server that holds the reply to the schema it was given (``structured_output``)
+    if schema and "answer" in schema.get("properties", {}):  # held to the schema of ``structured_output``
         item = schema["properties"]["memories"]["items"]
         memories = [{**h, **({"replaces": None} if "replaces" in item["required"] else {})} for h in heard]
         return json.dumps({"answer": answer, "memories": memories})

@@ -430,9 +430,13 @@ def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> Non
 @click.option("--fallback-extraction", is_flag=True,
               help="fast mode: a reply with no memory block to read is extracted by a separate call, "
                    "with $HEADROOM_UPSTREAM_API_KEY")
+@click.option("--structured-output", is_flag=True,
+              help="fast mode: ask for chat completions as JSON under a schema (answer and memories), for "
+                   "upstreams with response_format json_schema (OpenAI, vLLM, llama.cpp)")
 @click.pass_obj
 def serve(ctx: _Context, upstream: str, host: str, port: int, server_db: str | None, trust_user_header: bool,
-          admin_token: str | None, secret_file: str | None, top_k: int, mode: str, fallback_extraction: bool) -> None:
+          admin_token: str | None, secret_file: str | None, top_k: int, mode: str, fallback_extraction: bool,
+          structured_output: bool) -> None:
     """Serve memory to any OpenAI- or Anthropic-API client: point its base URL at this server."""
     import os
 
@@ -449,7 +453,7 @@ def serve(ctx: _Context, upstream: str, host: str, port: int, server_db: str | N
     config = ServerConfig(upstream=upstream, secret=load_secret(secret_file), db=server_db or ctx.db,
                           trust_user_header=trust_user_header, admin_token=admin_token, top_k=top_k,
                           mode=mode, extraction_key=extraction_key, host=host,  # type: ignore[arg-type]
-                          fallback_extraction=fallback_extraction)
+                          fallback_extraction=fallback_extraction, structured_output=structured_output)
     app = _guarded(lambda: create_app(config, embedder=ctx.embedder()))
     click.echo(f"memory server on http://{host}:{port}/v1 in front of {config.upstream_root}", err=True)
     # The upstream's Date and Server headers reach the caller, not uvicorn's own beside them.

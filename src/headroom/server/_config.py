@@ -42,6 +42,7 @@ class ServerConfig:
     timeout: float = 600.0  # seconds to wait for the upstream's reply
     extraction_key: str | None = None  # background mode and fallback: the server's own key for extraction calls
     fallback_extraction: bool = False  # fast mode: a reply with no note to read is extracted apart
+    structured_output: bool = False  # fast mode: chat completions asked for as JSON under a schema (``_structured``)
     host: str = "127.0.0.1"  # where the server listens: MCP's DNS-rebinding guard allows only this host
 
     @property

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from headroom.memory import InvalidInputError
-from headroom.memory._dialects import ANTHROPIC, OPENAI, Dialect
+from headroom.memory._dialects import ANTHROPIC, OPENAI, OPENAI_JSON, Dialect
 from headroom.memory._stream import AsyncMemoryStream
 
 from ._config import OPT_OUT_HEADER, USER_HEADER, ServerConfig, user_of
@@ -110,7 +110,8 @@ class Proxy:
         return self.config.upstream_root + request.url.path + (f"?{query}" if query else "")
 
     async def chat(self, request: Request) -> Response:
-        return await self._model_call(request, OPENAI, "chat.completions")
+        return await self._model_call(request, OPENAI_JSON if self.config.structured_output else OPENAI,
+                                      "chat.completions")
 
     async def messages(self, request: Request) -> Response:
         return await self._model_call(request, ANTHROPIC, "messages")
