@@ -183,3 +183,24 @@ def test_a_revision_through_the_background_extractor(db_path, local_embedder):
         assert client.memory.flush(30)
         assert sorted(m.text for m in client.memory.get_all()) == ["Switched to Polars", "Uses Python and Polars every day"]
         client.close()
+
+
+def test_a_note_the_turn_did_not_show_is_revised_too(db_path, local_embedder):
+    """The old value's note scored under the injection floor, so the model was not shown it; the
+    user's words still take its value back, and a search for the taken-back word finds it."""
+    with ScriptedServer() as server:
+        server.handlers["/v1/chat/completions"] = lambda body: (200, chat_completion(body, [
+            "Good luck!" + block("The race is in May")]))
+        client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="omar",
+                                  db_path=db_path, embedder=local_embedder, min_score=0.99)
+        old = client.memory.add("I'm training for the Leeds half marathon in April.")
+        client.memory.add("Teaches chemistry in April and May")  # holds the new value already: left
+        client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "Correction: the race is in May, it got moved from April."}])
+        assert "remembered_context" not in json.dumps(server.requests[-1].body)  # nothing was shown
+        client.memory.flush(10)
+        live = sorted(m.text for m in client.memory.get_all())
+        assert live == ["I'm training for the Leeds half marathon in May.", "Teaches chemistry in April and May",
+                        "The race is in May"]
+        assert client.memory.get(old.id).superseded_by is not None
+        client.close()

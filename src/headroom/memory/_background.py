@@ -27,6 +27,7 @@ from ._fast import (
     MemoryClient,
     Turn,
     client_memory,
+    with_holders,
     wrap_client,
 )
 from ._grounding import from_user
@@ -230,7 +231,7 @@ def run_job(job: Job, memory: UserMemory, call: Caller, queue: JobQueue, policy:
         notes = [m for m, mine in zip(parsed.memories, keep) if mine]
         replaced = replacements(notes, "\n".join(said), known)
         items = [{"text": m.text, "category": m.category, "replaces": old} for m, old in zip(notes, replaced)]
-        items += revisions("\n".join(said), known, replaced)
+        items += revisions("\n".join(said), with_holders(known, "\n".join(said), memory), replaced)
         memory.add_many(items, source="background", done=job)
     except LeaseLost as exc:
         logger.info("%s", exc)

@@ -22,7 +22,8 @@ Each shown note is replaced at most once, by the new note sharing most words wit
 A shown note that says more keeps the rest but not the taken-back value: where the user's words
 also give the value in its place, ``revisions`` rewrites the note with it ("... a logistics
 company in Rotterdam" -> "... in Amsterdam"), stored as the note's next version (its history keeps
-the old one). The new value is read only from what the words say outright: "Y instead of X",
+the old one). Besides the shown notes, the user's notes that hold the taken-back value are looked
+up (``holding_taken_back``). The new value is read only from what the words say outright: "Y instead of X",
 "moved from X to Y", "moved to Y" beside a single taken-back word, or the one other word of the
 same kind (a month for a month, a number for a number, a name for a name: "the race is in May, it
 got moved from April"). Without one, the note stays as it is.
@@ -33,7 +34,7 @@ Words are compared stemmed, as grounding does. Nothing here needs an embedding o
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ._grounding import stem, word_stems
 from ._models import Memory
@@ -41,7 +42,7 @@ from ._parser import ExtractedMemory
 from ._protocol import resolve_replaces
 from ._scoring import STOPWORDS, content_words
 
-__all__ = ["new_values", "replacements", "revisions", "taken_back"]
+__all__ = ["holding_taken_back", "new_values", "replacements", "revisions", "taken_back"]
 
 _CHANGE_VERB = (r"(?:moved|changed|switched|went|shifted|rescheduled|postponed|pushed|migrated|relocated|"
                 r"transferred|upgraded|downgraded)")
@@ -64,6 +65,10 @@ def _first(words: list[str]) -> list[str]:
 
 def taken_back(said: str) -> set[str]:
     """The (stemmed) words the user says no longer hold, in ``said``."""
+    return {stem(w) for w in _taken_back_words(said)}
+
+
+def _taken_back_words(said: str) -> list[str]:
     words: list[str] = []
     for match in _AFTER.finditer(said):
         words += _first(content_words(match.group(1)))
@@ -72,7 +77,7 @@ def taken_back(said: str) -> set[str]:
             words += _first(content_words(match.group(1)))
         for match in _BEFORE_ANYMORE.finditer(said):
             words += _first(list(reversed(content_words(match.group(1)))))
-    return {stem(w) for w in words}
+    return words
 
 
 def replacements(notes: Sequence[ExtractedMemory], said: str, shown: Sequence[Memory]) -> list[str | None]:
@@ -167,6 +172,18 @@ def new_values(said: str) -> dict[str, str]:
         elif len(alike) == 1:
             values[left[0]] = alike.pop()
     return {old: _as_written(new, said) for old, new in values.items() if old in back and stem(new) != old}
+
+
+def holding_taken_back(said: str, search: Callable[[str], Sequence[Memory]]) -> list[Memory]:
+    """The user's notes that hold a value ``said`` takes back and gives a new one for, found by
+    ``search`` (the user's memory search, given the taken-back words): a note the turn did not
+    show (its cosine to the message under the injection floor) may hold the old value too. Only
+    the search is I/O, and it runs only when ``said`` is such a correction."""
+    values = new_values(said)
+    if not values:
+        return []
+    words = [word for word in _taken_back_words(said) if stem(word) in values]
+    return [m for m in search(" ".join(dict.fromkeys(words))) if word_stems(m.text) & values.keys()]
 
 
 def revisions(said: str, shown: Sequence[Memory], replaced: Sequence[str | None]) -> list[dict[str, str | None]]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, overload
 from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
 from ._clients import dialect_of, embeddings_client, is_async
-from ._corrections import replacements, revisions
+from ._corrections import holding_taken_back, replacements, revisions
 from ._dialects import ANTHROPIC, OPENAI, OPENAI_JSON, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
@@ -42,7 +42,7 @@ from ._store import Store
 from ._stream import AsyncMemoryStream, MemoryStream
 
 __all__ = ["with_fast_memory", "FastMemory", "MemoryClient", "AsyncMemoryClient", "Turn", "client_memory",
-           "wrap_client"]
+           "wrap_client", "with_holders"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +185,8 @@ class FastMemory:
             said = "\n".join(turn.said)
             replaced = replacements(extracted, said, shown)
             items = [{"text": m.text, "category": m.category, "replaces": old} for m, old in zip(extracted, replaced)]
-            return self.memory.add_many(items + revisions(said, shown, replaced), source="inline",
-                                        defer_embedding=True)
+            return self.memory.add_many(items + revisions(said, with_holders(shown, said, self.memory), replaced),
+                                        source="inline", defer_embedding=True)
         except HeadroomMemoryError as exc:
             logger.error("could not store %d extracted memories: %s", len(extracted), exc)
         except Exception:
@@ -251,6 +251,20 @@ class FastMemory:
             logger.error("could not queue the turn for extraction: %s", exc)
         except Exception:
             logger.exception("could not queue the turn for extraction")
+
+
+def with_holders(shown: list[Memory], said: str, memory: UserMemory) -> list[Memory]:
+    """``shown`` and after them the user's other notes that hold a value ``said`` takes back
+    (``_corrections.holding_taken_back``), for ``revisions``; a failing search adds none."""
+    def search(query: str) -> list[Memory]:
+        try:
+            return [m for m, _ in memory.search(query, top_k=10)]
+        except HeadroomMemoryError as exc:
+            logger.warning("could not look up the notes a correction changes: %s", exc)
+            return []
+
+    ids = {m.id for m in shown}
+    return shown + [m for m in holding_taken_back(said, search) if m.id not in ids]
 
 
 def _worth_recording(turn: Turn, reply: str) -> bool:
