@@ -19,7 +19,8 @@ from headroom.memory._structured import JsonReplyParser, parse_json_reply, reply
 ANSWER = 'Use PostgreSQL.\nIt suits "you" \\ well: caf\u00e9 \U0001f418'
 MEMORIES = [{"content": "Prefers PostgreSQL", "category": "Preference"},
             {"content": "Builds a ledger service", "category": "context"}]
-REPLY = json.dumps({"answer": ANSWER, "memories": MEMORIES}, indent=2)  # escapes \n, \", \\ and \ud83d\udc18
+REPLY = json.dumps({"memories": MEMORIES, "answer": ANSWER}, indent=2)  # escapes \n, \", \\ and \ud83d\udc18
+ANSWER_FIRST = json.dumps({"answer": ANSWER, "memories": MEMORIES})
 
 
 def fed(reply, cuts):
@@ -37,11 +38,13 @@ def test_the_answer_is_decoded_and_the_memories_read():
     assert (result.blocks, result.problems) == (1, [])
 
 
-def test_every_split_gives_the_same_text_and_memories():
-    whole = parse_json_reply(REPLY)
-    for cut in range(len(REPLY) + 1):
-        assert fed(REPLY, [cut]) == whole, cut
-    assert fed(REPLY, list(range(1, len(REPLY)))) == whole  # one character at a time
+@pytest.mark.parametrize("reply", [REPLY, ANSWER_FIRST])
+def test_every_split_gives_the_same_text_and_memories(reply):
+    whole = parse_json_reply(reply)
+    assert (whole.text, len(whole.memories)) == (ANSWER, 2)
+    for cut in range(len(reply) + 1):
+        assert fed(reply, [cut]) == whole, cut
+    assert fed(reply, list(range(1, len(reply)))) == whole  # one character at a time
 
 
 def test_the_answer_streams_as_it_arrives():

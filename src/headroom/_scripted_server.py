@@ -216,7 +216,7 @@ def rule_based_reply(body: dict[str, Any]) -> str:
     if schema and "answer" in schema.get("properties", {}):  # held to the schema of ``structured_output``
         item = schema["properties"]["memories"]["items"]
         memories = [{**h, **({"replaces": None} if "replaces" in item["required"] else {})} for h in heard]
-        return json.dumps({"answer": answer, "memories": memories})
+        return json.dumps({"memories": memories, "answer": answer})  # in the schema's order
     system = " ".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
     if "<memory>" in system:
         answer += "\n\n<memory>" + json.dumps({"memories": heard}) + "</memory>"

@@ -1,10 +1,16 @@
-"""The reply as JSON, for servers with structured output: ``{"answer": "...", "memories": [...]}``.
+"""The reply as JSON, for servers with structured output: ``{"memories": [...], "answer": "..."}``.
 
 A small model often forgets the ``<memory>`` block at the end of a free-text reply (about half the
 turns of Qwen2.5-Coder-1.5B, bench/RESULTS.md "A real model"). A server that constrains output to
 a JSON schema (``response_format`` ``json_schema``: OpenAI, vLLM, llama.cpp) cannot forget it: the
 schema makes the answer and the memories two required fields. ``with_fast_memory(...,
 structured_output=True)`` asks for that; the caller still gets plain text, the answer alone.
+
+The memories come first. Asked for the answer first, the 1.5B model wrote ``"memories": []`` on
+most turns that stated a fact, and its answers restated the user's words, which then made the
+fallback extraction's notes look like the reply's (bench/RESULTS.md, "A real model", session 12).
+Noting the facts first is the extraction call's task, which it does well; the answer streams once
+they are written.
 
 ``JsonReplyParser`` reads such a reply incrementally, as ``BlockParser`` reads a block: ``feed``
 returns the answer's text decoded from its JSON string as it arrives (escapes held back until
@@ -25,9 +31,9 @@ from ._parser import BlockParser, ExtractedMemory, ParseResult, parse_block
 __all__ = ["JSON_INSTRUCTION", "JsonReplyParser", "parse_json_reply", "reply_schema"]
 
 JSON_INSTRUCTION = (
-    'Reply in JSON. "answer": your full answer to the user, as you would write it. "memories": new '
-    'facts the user stated about themselves, each {"content": a short sentence, "category": '
-    '"preference", "fact" or "context"}; [] if there are none.'
+    'Reply in JSON. First "memories": the new facts the user just stated about themselves, each '
+    '{"content": a short sentence, "category": "preference", "fact" or "context"}; [] if there are none. '
+    'Then "answer": your full reply to the user, as you would write it to them.'
 )
 #: Added when notes were shown: they are numbered, and the schema then allows ``replaces``.
 JSON_REPLACES = ' If a fact changes a numbered note, add "replaces": that number.'
@@ -46,9 +52,8 @@ def reply_schema(notes: int) -> dict[str, Any]:
         item["properties"]["replaces"] = {"enum": [None, *range(1, notes + 1)]}
         item["required"].append("replaces")
     return {"type": "object",
-            "properties": {"answer": {"type": "string"},
-                           "memories": {"type": "array", "items": item}},
-            "required": ["answer", "memories"], "additionalProperties": False}
+            "properties": {"memories": {"type": "array", "items": item}, "answer": {"type": "string"}},
+            "required": ["memories", "answer"], "additionalProperties": False}
 
 
 _ANSWER = re.compile(r'"answer"\s*:\s*"')
