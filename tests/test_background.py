@@ -411,10 +411,12 @@ def test_fast_memory_falls_back_to_extraction_when_the_model_gives_no_note(serve
         "Got it. <memory>{memories: [{content: ...</memory>",  # nothing readable in it: queued
         'Vim it is. <memory>{"memories": [{"content": "Uses vim"}]}</memory>',  # read: not queued
         'Noted. <memory>{"memories": []}</memory>',  # "nothing new" after the user told of themselves: queued
+        'Nice! <memory>{"memories": [{"content": "Enjoys hiking on weekends"}]}</memory>',  # invented only: queued
     ])
     client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0), user_id="alice",
                               db_path=db_path, fallback_extraction=True)
-    said = ["We use Kafka.", "Hi again.", "I prefer Rust for CLIs.", "I use vim.", "I'm a nurse at Leeds General."]
+    said = ["We use Kafka.", "Hi again.", "I prefer Rust for CLIs.", "I use vim.", "I'm a nurse at Leeds General.",
+            "I'm a chef at the Ritz."]
     answers = []
     for text in said:
         messages = [{"role": "user", "content": text}]
@@ -423,15 +425,17 @@ def test_fast_memory_falls_back_to_extraction_when_the_model_gives_no_note(serve
                 model="m", messages=messages, stream=True) if c.choices))
         else:
             answers.append(client.chat.completions.create(model="m", messages=messages).choices[0].message.content)
-    assert answers == ["Kafka is a fine choice.", "Rust, then.", "Got it.", "Vim it is.", "Noted."]
+    assert answers == ["Kafka is a fine choice.", "Rust, then.", "Got it.", "Vim it is.", "Noted.", "Nice!"]
     assert client.memory.flush(timeout=30) is True
     extractions = [r.body for r in server.requests if r.path == "/v1/chat/completions" and is_extraction(r.body)]
     assert [e["messages"][-1]["content"].splitlines()[0] for e in extractions] == [
-        "User: We use Kafka.", "User: I prefer Rust for CLIs.", "User: I'm a nurse at Leeds General."]
+        "User: We use Kafka.", "User: I prefer Rust for CLIs.", "User: I'm a nurse at Leeds General.",
+        "User: I'm a chef at the Ritz."]
     stored = {m.text: m.source for m in client.memory.get_all()}
     assert stored == {"Uses Kafka": "background", "Prefers Rust for CLIs": "background", "Uses vim": "inline",
-                      "Is a nurse": "background", "Works at Leeds General": "background"}
-    assert client.memory.stats()["extracted_apart"] == 3
+                      "Is a nurse": "background", "Works at Leeds General": "background",
+                      "Is a chef": "background", "Works at the Ritz": "background"}
+    assert client.memory.stats()["extracted_apart"] == 4
     client.close()
 
 

@@ -76,6 +76,8 @@ class FastMemory:
     the user said. A block that says "nothing new" (``{"memories": []}``) is an answer, not a miss,
     unless the user stated something about themselves that turn (``tells_about_self``): the 1.5B
     model answered that way after repeating "I'm Priya, a data scientist ..." (bench/RESULTS.md).
+    On such a turn, notes that grounding dropped, every one (inventions: "I love working with
+    data"), count as none too.
     """
 
     def __init__(self, memory: UserMemory, *, top_k: int = 5, min_score: float = DEFAULT_MIN_SCORE,
@@ -151,10 +153,11 @@ class FastMemory:
         if extracted:
             return lambda: self.write(extracted, turn)
         fallback = self.fallback
-        if result is None or fallback is None or result.memories:
+        if result is None or fallback is None:
             return None
-        if not (result.blocks == 0 or result.problems or tells_about_self("\n".join(turn.said))):
-            return None
+        told = tells_about_self("\n".join(turn.said))
+        if not (told or (not result.memories and (result.blocks == 0 or result.problems))):
+            return None  # notes that were all dropped count as none only when the user told something
         reply = result.text
         if not _worth_recording(turn, reply):
             return None
