@@ -73,9 +73,12 @@ def test_memories_before_the_answer_and_no_answer_at_all():
     assert (result.text, result.blocks, [m.text for m in result.memories]) == ("", 1, ["Has a dog"])
 
 
-def test_a_reply_cut_off_keeps_its_answer_and_stores_nothing():
+def test_a_reply_cut_off_keeps_its_answer_and_the_memories_written_before_it():
     result = parse_json_reply('{"answer": "The first part of a long ans')
     assert (result.text, result.memories, result.blocks) == ("The first part of a long ans", [], 0)
+    assert "cut off" in result.problems[0]
+    result = fed('{"memories": [{"content": "Has a dog", "category": "fact"}],\n "answer": "A long ans', [20, 70])
+    assert (result.text, [m.text for m in result.memories], result.blocks) == ("A long ans", ["Has a dog"], 1)
     assert "cut off" in result.problems[0]
     result = parse_json_reply('{"answer": "Done.", "memories": [{"content": "Has a d')
     assert (result.text, result.memories, result.blocks) == ("Done.", [], 0)

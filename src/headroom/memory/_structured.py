@@ -103,6 +103,13 @@ def _decode(text: str) -> tuple[str, int, bool]:
         i += 6
 
 
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 class JsonReplyParser:
     """Incremental reader of a structured reply, with ``BlockParser``'s interface (``feed``,
     ``finish``, ``result`` and its counts); see the module's docstring."""
@@ -112,6 +119,7 @@ class JsonReplyParser:
         self._raw: list[str] = []  # everything that arrived
         self._state = "start"  # start, head (before the answer's text), answer, tail, plain
         self._pending = ""
+        self._head = ""  # what came before the answer's text
         self._memories: list[ExtractedMemory] = []
         self._problems: list[str] = []
         self._blocks = 0
@@ -153,6 +161,7 @@ class JsonReplyParser:
             opening = _ANSWER.search(self._pending)
             if opening is None:
                 return ""
+            self._head = self._pending[:opening.start()]  # the memories, when they came first
             self._pending = self._pending[opening.end():]
             self._state = "answer"
         if self._state == "answer":
@@ -168,13 +177,11 @@ class JsonReplyParser:
         raw = "".join(self._raw)
         if self._state in ("plain", "start"):
             return self._inner.finish()
-        if self._state == "answer":
-            self._problems.append("structured reply was cut off inside its answer; no memories read")
+        if self._state == "answer":  # cut off (the token limit): memories written before the answer still count
+            self._problems.append("structured reply was cut off inside its answer")
+            self._read(_loads(self._head.rstrip().rstrip(",") + "}"))
             return self._inner.feed(_decode(self._pending)[0]) + self._inner.finish()
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
+        data = _loads(raw)
         if self._state == "head" and not (isinstance(data, dict) and "memories" in data):
             self._state = "plain"  # JSON, or text in braces, that is not a structured reply: the answer's text
             return self._inner.feed(raw) + self._inner.finish()
@@ -183,11 +190,16 @@ class JsonReplyParser:
         elif "memories" not in data:
             self._problems.append("structured reply has no memories field")
         else:
+            self._read(data)
+        return self._inner.finish()
+
+    def _read(self, data: Any) -> None:
+        """The memories of a parsed reply (or of the part before its answer), if it has them."""
+        if isinstance(data, dict) and "memories" in data:
             self._blocks += 1
             memories, problems = parse_block(json.dumps({"memories": data["memories"]}))
             self._memories += memories
             self._problems += problems
-        return self._inner.finish()
 
     def result(self, text: str) -> ParseResult:
         """What this parser found, with ``text``, the reply as the caller got it."""
