@@ -204,3 +204,28 @@ def test_a_note_the_turn_did_not_show_is_revised_too(db_path, local_embedder):
                         "The race is in May"]
         assert client.memory.get(old.id).superseded_by is not None
         client.close()
+
+
+def test_a_revision_close_in_meaning_still_replaces_the_old_note(db_path, local_embedder):
+    """"... in April" and "... in May" are near duplicates by cosine (0.98); the revision must not
+    be merged back into the note it corrects (background extraction embeds before it writes)."""
+    with ScriptedServer() as server:
+        def reply(body):
+            system, said = str(body["messages"][0].get("content")), body["messages"][-1]["content"]
+            if "long-term memory" not in system:
+                return 200, chat_completion(body, ["Sure."])
+            if "Correction" in said:
+                return 200, chat_completion(body, [block("The race is in May, it got moved from April.")])
+            return 200, chat_completion(body, [block("I'm training for the Leeds half marathon in April.")])
+        server.handlers["/v1/chat/completions"] = reply
+        client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="omar",
+                             db_path=db_path, embedder=local_embedder)
+        client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "I'm training for the Leeds half marathon in April."}])
+        assert client.memory.flush(30)
+        client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "Correction: the race is in May, it got moved from April."}])
+        assert client.memory.flush(30)
+        assert sorted(m.text for m in client.memory.get_all()) == [
+            "I'm training for the Leeds half marathon in May.", "The race is in May, it got moved from April."]
+        client.close()

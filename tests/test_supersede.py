@@ -110,6 +110,16 @@ def test_a_preference_turned_around_is_not_merged_into_the_old_one(db_path, loca
     assert memory.add("prefers rust over go").id == old.id  # the same text still is the same memory
 
 
+def test_a_value_changed_is_not_merged_into_the_old_one(db_path, local_embedder):
+    memory = open_memory("omar", db_path, embedder=local_embedder)
+    old = memory.add("I'm training for the Leeds half marathon in April.")
+    new = memory.add("I'm training for the Leeds half marathon in May.")  # close in meaning, another month
+    assert new.id != old.id
+    revised = memory.add("I'm training for the York half marathon in May.", replaces=new.id)
+    assert revised.id != new.id and memory.get(new.id).superseded_by == revised.id
+    assert memory.add("I'm training for the york half marathon in May").id == revised.id  # a name's case: the same
+
+
 @pytest.mark.parametrize("defer", [False, True])
 def test_near_duplicates_within_one_batch_are_stored_once(db_path, defer):
     embedder = FixedEmbedder()

@@ -124,12 +124,29 @@ DEFAULT_SCORING = Scoring()
 def near_duplicate(nearest: Callable[[np.ndarray, float], "tuple[Memory, float] | None"], text: str,
                    vector: np.ndarray) -> Memory | None:
     """The memory that says the same as ``text``, by the one rule every write path uses: the closest
-    memory (``nearest(vector, NEAR_DUPLICATE)``, cosine >= ``NEAR_DUPLICATE``) with the same numbers
-    and its shared words in the same order."""
+    memory (``nearest(vector, NEAR_DUPLICATE)``, cosine >= ``NEAR_DUPLICATE``) with the same numbers,
+    the same names and its shared words in the same order."""
     best = nearest(vector, NEAR_DUPLICATE)
-    if best is not None and _NUMBER.findall(best[0].text) == _NUMBER.findall(text) and _same_order(best[0].text, text):
+    if best is None:
+        return None
+    other = best[0].text
+    if _NUMBER.findall(other) == _NUMBER.findall(text) and _same_names(other, text) and _same_order(other, text):
         return best[0]
     return None
+
+
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9'-]*")
+
+
+def _same_names(a: str, b: str) -> bool:
+    """Whether each capitalised word of one text (not its first: a name, a place, a month) is a
+    word of the other too. "Training for the Leeds half marathon in April" and "... in May" are
+    close enough in meaning to merge, but one value took the other's place."""
+    tokens_a, tokens_b = _TOKEN.findall(a), _TOKEN.findall(b)
+    words_a, words_b = {t.lower() for t in tokens_a}, {t.lower() for t in tokens_b}
+    names_a = {t.lower() for t in tokens_a[1:] if t[0].isupper() and t.lower() not in STOPWORDS}
+    names_b = {t.lower() for t in tokens_b[1:] if t[0].isupper() and t.lower() not in STOPWORDS}
+    return names_a <= words_b and names_b <= words_a
 
 
 def _same_order(a: str, b: str) -> bool:
