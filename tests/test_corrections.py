@@ -3,6 +3,7 @@
 import json
 
 import openai
+import pytest
 
 from headroom._scripted_server import ScriptedServer, chat_completion
 from headroom.memory import with_fast_memory, with_memory
@@ -228,4 +229,23 @@ def test_a_revision_close_in_meaning_still_replaces_the_old_note(db_path, local_
         assert client.memory.flush(30)
         assert sorted(m.text for m in client.memory.get_all()) == [
             "I'm training for the Leeds half marathon in May.", "The race is in May, it got moved from April."]
+        client.close()
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_stated_correction_revises_even_when_the_model_notes_nothing(db_path, local_embedder, fallback):
+    with ScriptedServer() as server:
+        def reply(body):
+            if "long-term memory" in str(body["messages"][0].get("content")):
+                return 200, chat_completion(body, ['{"memories": []}'])  # the extraction notes nothing either
+            return 200, chat_completion(body, ['Good luck! <memory>{"memories": []}</memory>'])
+        server.handlers["/v1/chat/completions"] = reply
+        client = with_fast_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="omar",
+                                  db_path=db_path, embedder=local_embedder, fallback_extraction=fallback)
+        client.memory.add("I'm training for the Leeds half marathon in April.")
+        answer = client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "Correction: the race is in May, it got moved from April."}])
+        assert client.memory.flush(30)
+        assert answer.choices[0].message.content == "Good luck!"
+        assert [m.text for m in client.memory.get_all()] == ["I'm training for the Leeds half marathon in May."]
         client.close()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, overload
 from ._aio import AsyncUserMemory
 from ._api import UserMemory, open_memory
 from ._clients import dialect_of, embeddings_client, is_async
-from ._corrections import holding_taken_back, replacements, revisions
+from ._corrections import holding_taken_back, new_values, replacements, revisions
 from ._dialects import ANTHROPIC, OPENAI, OPENAI_JSON, Dialect
 from ._embedders import LOCAL_MODEL, Embedder, make_embedder
 from ._errors import HeadroomMemoryError, InvalidInputError, MemoryBypassWarning
@@ -148,21 +148,28 @@ class FastMemory:
 
     def handle(self, result: ParseResult | None, turn: Turn) -> Callable[[], object] | None:
         """The write an instructed model's reply asks for, not yet run: its notes stored, or the
-        turn handed to the fallback when the model gave no note to read; None if neither."""
+        turn handed to the fallback when the model gave no note to read; None if neither. A
+        correction the user states (``_corrections.new_values``) revises the old notes even when
+        the model noted nothing: here, or in the fallback's extraction."""
         extracted = self.extract(result, turn)
         if extracted:
             return lambda: self.write(extracted, turn)
-        fallback = self.fallback
-        if result is None or fallback is None:
+        if result is None:
             return None
-        told = tells_about_self("\n".join(turn.said))
+        said = "\n".join(turn.said)
+        corrects = bool(new_values(said))  # the user's words alone revise the notes they correct
+        revise = (lambda: self.write([], turn)) if corrects else None
+        fallback = self.fallback
+        if fallback is None:
+            return revise
+        told = corrects or tells_about_self(said)
         if not (told or (not result.memories and (result.blocks == 0 or result.problems))):
             return None  # notes that were all dropped count as none only when the user told something
         reply = result.text
         if not _worth_recording(turn, reply):
-            return None
+            return revise
         self.observed.note("extracted_apart")
-        return lambda: self._record(turn, reply, fallback)
+        return lambda: self._record(turn, reply, fallback)  # the extraction revises too
 
     def extract(self, result: ParseResult | None, turn: Turn) -> list[ExtractedMemory]:
         """The notes of a reply's blocks worth storing; what the reply showed about the model (no
