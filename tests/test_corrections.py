@@ -87,25 +87,30 @@ def test_a_stated_correction_through_the_inline_wrapper(db_path, local_embedder)
         "Lives in Rotterdam", "Moved to Amsterdam"]
 
 
-def test_a_stated_correction_through_the_background_extractor(db_path, local_embedder):
+def through_background(db_path, embedder, turns):
+    """Each (user message, the note the extraction call writes for it) through ``with_memory``, in
+    order; the user's live notes after the last."""
     with ScriptedServer() as server:
         def reply(body):
-            system = str(body["messages"][0].get("content"))
-            if "long-term memory" not in system:
+            if "long-term memory" not in str(body["messages"][0].get("content")):
                 return 200, chat_completion(body, ["Sure."])
-            if "pandas" not in system:
-                return 200, chat_completion(body, [block("Loads the ward data with pandas")])
-            return 200, chat_completion(body, [block("Loads the ward data with Polars")])
+            return 200, chat_completion(body, [block(next(n for s, n in turns if s in body["messages"][-1]["content"]))])
         server.handlers["/v1/chat/completions"] = reply
         client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                             db_path=db_path, embedder=local_embedder)
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I load the ward data with pandas."}])
-        assert client.memory.flush(30)
-        client.chat.completions.create(model="m", messages=[
-            {"role": "user", "content": "I now use Polars instead of pandas, it's much faster."}])
-        assert client.memory.flush(30)
-        assert [m.text for m in client.memory.get_all()] == ["Loads the ward data with Polars"]
+                             db_path=db_path, embedder=embedder)
+        for said, _ in turns:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": said}])
+            assert client.memory.flush(30)
+        live = sorted(m.text for m in client.memory.get_all())
         client.close()
+    return live
+
+
+def test_a_stated_correction_through_the_background_extractor(db_path, local_embedder):
+    assert through_background(db_path, local_embedder, [
+        ("I load the ward data with pandas.", "Loads the ward data with pandas"),
+        ("I now use Polars instead of pandas, it's much faster.", "Loads the ward data with Polars"),
+    ]) == ["Loads the ward data with Polars"]
 
 
 def test_the_value_a_user_puts_in_place_of_the_one_taken_back():
@@ -166,24 +171,10 @@ def test_a_note_that_says_more_is_revised_through_both_wrappers(db_path, local_e
 
 
 def test_a_revision_through_the_background_extractor(db_path, local_embedder):
-    with ScriptedServer() as server:
-        def reply(body):
-            system = str(body["messages"][0].get("content"))
-            if "long-term memory" not in system:
-                return 200, chat_completion(body, ["Sure."])
-            if "pandas" not in system:
-                return 200, chat_completion(body, [block("Uses Python and pandas every day")])
-            return 200, chat_completion(body, [block("Switched to Polars")])
-        server.handlers["/v1/chat/completions"] = reply
-        client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="jane",
-                             db_path=db_path, embedder=local_embedder)
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I use Python and pandas every day."}])
-        assert client.memory.flush(30)
-        client.chat.completions.create(model="m", messages=[
-            {"role": "user", "content": "I now use Polars instead of pandas, it's much faster."}])
-        assert client.memory.flush(30)
-        assert sorted(m.text for m in client.memory.get_all()) == ["Switched to Polars", "Uses Python and Polars every day"]
-        client.close()
+    assert through_background(db_path, local_embedder, [
+        ("I use Python and pandas every day.", "Uses Python and pandas every day"),
+        ("I now use Polars instead of pandas, it's much faster.", "Switched to Polars"),
+    ]) == ["Switched to Polars", "Uses Python and Polars every day"]
 
 
 def test_a_note_the_turn_did_not_show_is_revised_too(db_path, local_embedder):
@@ -210,26 +201,10 @@ def test_a_note_the_turn_did_not_show_is_revised_too(db_path, local_embedder):
 def test_a_revision_close_in_meaning_still_replaces_the_old_note(db_path, local_embedder):
     """"... in April" and "... in May" are near duplicates by cosine (0.98); the revision must not
     be merged back into the note it corrects (background extraction embeds before it writes)."""
-    with ScriptedServer() as server:
-        def reply(body):
-            system, said = str(body["messages"][0].get("content")), body["messages"][-1]["content"]
-            if "long-term memory" not in system:
-                return 200, chat_completion(body, ["Sure."])
-            if "Correction" in said:
-                return 200, chat_completion(body, [block("The race is in May, it got moved from April.")])
-            return 200, chat_completion(body, [block("I'm training for the Leeds half marathon in April.")])
-        server.handlers["/v1/chat/completions"] = reply
-        client = with_memory(openai.OpenAI(base_url=server.base_url, api_key="x"), user_id="omar",
-                             db_path=db_path, embedder=local_embedder)
-        client.chat.completions.create(model="m", messages=[
-            {"role": "user", "content": "I'm training for the Leeds half marathon in April."}])
-        assert client.memory.flush(30)
-        client.chat.completions.create(model="m", messages=[
-            {"role": "user", "content": "Correction: the race is in May, it got moved from April."}])
-        assert client.memory.flush(30)
-        assert sorted(m.text for m in client.memory.get_all()) == [
-            "I'm training for the Leeds half marathon in May.", "The race is in May, it got moved from April."]
-        client.close()
+    assert through_background(db_path, local_embedder, [
+        ("I'm training for the Leeds half marathon in April.", "I'm training for the Leeds half marathon in April."),
+        ("Correction: the race is in May, it got moved from April.", "The race is in May, it got moved from April."),
+    ]) == ["I'm training for the Leeds half marathon in May.", "The race is in May, it got moved from April."]
 
 
 @pytest.mark.parametrize("fallback", [False, True])
