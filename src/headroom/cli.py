@@ -431,7 +431,7 @@ def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> Non
               help="fast mode: a reply with no memory block to read is extracted by a separate call, "
                    "with $HEADROOM_UPSTREAM_API_KEY")
 @click.option("--structured-output", is_flag=True,
-              help="fast mode: ask for chat completions as JSON under a schema (answer and memories), for "
+              help="fast mode: ask for chat completions as JSON under a schema (memories, then the answer), for "
                    "upstreams with response_format json_schema (OpenAI, vLLM, llama.cpp)")
 @click.pass_obj
 def serve(ctx: _Context, upstream: str, host: str, port: int, server_db: str | None, trust_user_header: bool,

@@ -229,9 +229,10 @@ def run_job(job: Job, memory: UserMemory, call: Caller, queue: JobQueue, policy:
             logger.info("extraction proposed %d notes that are not the user's (questions, the reply's "
                         "words); dropped", keep.count(False))
         notes = [m for m, mine in zip(parsed.memories, keep) if mine]
-        replaced = replacements(notes, "\n".join(said), known)
+        words = "\n".join(said)
+        replaced = replacements(notes, words, known)
         items = [{"text": m.text, "category": m.category, "replaces": old} for m, old in zip(notes, replaced)]
-        items += revisions("\n".join(said), with_holders(known, "\n".join(said), memory), replaced)
+        items += revisions(words, with_holders(known, words, memory), replaced)
         memory.add_many(items, source="background", done=job)
     except LeaseLost as exc:
         logger.info("%s", exc)

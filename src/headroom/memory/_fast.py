@@ -188,8 +188,9 @@ class FastMemory:
     def write(self, extracted: list[ExtractedMemory], turn: Turn) -> list[Memory]:
         """Store the notes now, and embed them in one batch just after. What each replaces (the
         note the turn showed that its ``replaces`` names, or that the user's words take back) is
-        resolved here, and shown notes that keep a taken-back value are rewritten with the new one
-        (``_corrections.revisions``). Failures are logged, never raised."""
+        resolved here, and the user's notes that keep a taken-back value (shown, or found by a search
+        for it) are rewritten with the new one (``_corrections.revisions``). Failures are logged,
+        never raised."""
         shown = [m for m, _ in turn.injected]
         try:
             said = "\n".join(turn.said)
