@@ -28,7 +28,7 @@ from typing import Any
 
 from ._parser import BlockParser, ExtractedMemory, ParseResult, parse_block
 
-__all__ = ["JSON_INSTRUCTION", "JsonReplyParser", "parse_json_reply", "reply_schema"]
+__all__ = ["JSON_INSTRUCTION", "JSON_REPLACES", "JsonReplyParser", "parse_json_reply", "reply_schema"]
 
 JSON_INSTRUCTION = (
     'Reply in JSON. First "memories": the new facts the user just stated about themselves, each '
