@@ -52,12 +52,18 @@ def test_a_new_note_replaces_the_shown_note_holding_the_taken_back_word():
     assert replacements([note("The race is in May")], moved, race) == [None]
     assert replacements([note("The Leeds half marathon is in May, not April")], moved, race) == [race[0].id]
     # The model's own choice comes first, and one old note is replaced once.
-    assert replacements([note("Moved to Amsterdam", "2"), note("Lives in Amsterdam")],
+    assert replacements([note("Uses a sit-stand desk now", "2"), note("Lives in Amsterdam")],
                         "Actually not Rotterdam anymore, Amsterdam", shown) == [shown[1].id, shown[0].id]
     assert replacements([note("Lives in Amsterdam"), note("Moved to Amsterdam")],
                         "Actually not Rotterdam anymore, Amsterdam", shown) == [shown[0].id, None]
     # Nothing taken back, nothing replaced.
     assert replacements([note("Moved to Amsterdam")], "I moved to Amsterdam", shown) == [None]
+    # A number the model wrote for a note that shares nothing with the new one, in a message that
+    # takes nothing back, is wrong: the old note is kept.
+    race, lina = known("Training for the Leeds half marathon in April", "Has a daughter called Lina")
+    assert replacements([note("My daughter Lina just turned 7.", "1"), note("Lina is 7", "2")],
+                        "My daughter Lina just turned 7.", [race, lina]) == [None, lina.id]
+    assert replacements([note("The race is in May", "1")], "Correction: moved from April", [race]) == [race.id]
 
 
 def block(*texts):

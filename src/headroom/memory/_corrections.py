@@ -82,9 +82,18 @@ def _taken_back_words(said: str) -> list[str]:
 
 def replacements(notes: Sequence[ExtractedMemory], said: str, shown: Sequence[Memory]) -> list[str | None]:
     """For each note, what it replaces: its own ``replaces`` resolved against ``shown`` (the notes
-    the model was shown), else a shown note the user's words in ``said`` take back, else None."""
+    the model was shown), else a shown note the user's words in ``said`` take back, else None.
+    A number the model wrote is believed only if the two notes share a word or the user takes back
+    a word of the old one: the 1.5B model, asked for a number or null, gave "My daughter Lina just
+    turned 7." the number of "Training for the Leeds half marathon in April", which it would have
+    deleted."""
     chosen = [resolve_replaces(note.replaces, shown) for note in notes]
     back = taken_back(said)
+    by_id = {m.id: m for m in shown}
+    for i, note in enumerate(notes):
+        old = by_id.get(chosen[i] or "")
+        if old is not None and not word_stems(old.text) & (word_stems(note.text) | back):
+            chosen[i] = None  # nothing in common and nothing taken back: the model's number is wrong
     if not back:
         return chosen
     theirs = word_stems(said) - back
