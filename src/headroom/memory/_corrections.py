@@ -13,8 +13,8 @@ own words usually say what no longer holds, and the rule reads them:
   it brings a word of the user's message that the old note lacks (the new value: Amsterdam, May,
   Polars), and carries all the old note said but the taken-back word, give or take one word
   ("Lives in Rotterdam" -> "Moved to Amsterdam"). A note that says more ("I'm Maya, a backend
-  engineer at a logistics company in Rotterdam") is left live: replacing it would lose the rest,
-  and rewriting it is a model's job.
+  engineer at a logistics company in Rotterdam") is not replaced, which would lose the rest: it is
+  revised (below).
 
 Each shown note is replaced at most once, by the new note sharing most words with it, and a
 ``replaces`` the model wrote comes first.
@@ -22,11 +22,11 @@ Each shown note is replaced at most once, by the new note sharing most words wit
 A shown note that says more keeps the rest but not the taken-back value: where the user's words
 also give the value in its place, ``revisions`` rewrites the note with it ("... a logistics
 company in Rotterdam" -> "... in Amsterdam"), stored as the note's next version (its history keeps
-the old one). Besides the shown notes, the user's notes that hold the taken-back value are looked
-up (``holding_taken_back``). The new value is read only from what the words say outright: "Y instead of X",
-"moved from X to Y", "moved to Y" beside a single taken-back word, or the one other word of the
-same kind (a month for a month, a number for a number, a name for a name: "the race is in May, it
-got moved from April"). Without one, the note stays as it is.
+the old one). Besides the shown notes, the user's notes that hold the taken-back value are
+looked up (``holding_taken_back``). The new value is read only from what the words say outright:
+"Y instead of X", "moved from X to Y", "moved to Y" beside a single taken-back word, or the one
+other word of the same kind (a month for a month, a number for a number, a name for a name: "the
+race is in May, it got moved from April"). Without one, the note stays as it is.
 
 Words are compared stemmed, as grounding does. Nothing here needs an embedding or I/O.
 """
