@@ -162,6 +162,18 @@ def test_every_command_as_a_real_subprocess(db, args):
     assert done.stdout.strip() or args == ["retry-failed"]  # nothing failed: nothing to say
 
 
+def test_index_builds_the_graphs_of_large_users_once_and_only_on_postgresql(db):
+    if not str(db).startswith("postgresql://"):
+        run(db, "index", code=1)  # SQLite searches every user exactly: nothing to build
+        return
+    assert run(db, "index") == []  # no user is large
+    assert run(db, "index", "--min-memories", "1") == [{"user_id": "alice", "memories": 2, "built": True}]
+    assert run(db, "index", "--min-memories", "1") == [{"user_id": "alice", "memories": 2, "built": False}]
+    store = open_store(str(db), embedding_model=default_model(), embedding_dim=384)
+    assert store.has_graph("alice") and not store.has_graph("bob")
+    store.close()
+
+
 def test_migrate_copies_everything_to_the_other_backend_and_back(db, tmp_path, postgres_server):
     """SQLite -> PostgreSQL -> SQLite (or the reverse): ids, texts, times, links, metadata and vectors
     arrive unchanged; a second run adds nothing; --user copies one user."""

@@ -132,6 +132,58 @@ def test_a_user_too_large_for_a_process_is_searched_in_the_database_with_the_sam
     assert results[5] == results[50_000]
 
 
+def test_a_large_user_with_a_graph_of_its_own_is_searched_on_it_with_the_same_results(pg_url, local_embedder):
+    """``build_graphs`` gives each large user a partial HNSW index of its own; searches of that user
+    run on it (the planner cannot choose the shared graph: it does not index the expression),
+    rank as the in-process index does, and see rows written after the build."""
+    import zlib
+
+    import psycopg
+
+    from headroom.memory._postgres_graphs import build_graph, build_graphs
+    from headroom.memory._postgres_search import graph_name
+
+    def store_of(memory_rows):
+        return PostgresStore(pg_url, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim,
+                             memory_rows=memory_rows)
+
+    small, large = store_of(50_000), store_of(5)
+    with open_memory("alice", embedder=local_embedder, store=small) as memory:
+        memory.add_many(FACTS)
+        open_memory("bob", embedder=local_embedder, store=small).add_many(FACTS[:3])  # under the size
+        expected = [[(m.text, round(s, 4)) for m, s in memory.search(q, top_k=3)] for q in QUESTIONS]
+    assert not large.has_graph("alice")
+    assert "1 users" in {c["check"]: c for c in large.health()}["graphs"]["detail"]  # doctor says so
+    assert build_graphs(large, 5) == [("alice", len(FACTS), True)]
+    assert {c["check"]: c for c in large.health()}["graphs"]["ok"]
+    assert build_graphs(large, 5) == [("alice", len(FACTS), False)]  # only what is missing
+    assert large.has_graph("alice") and not large.has_graph("bob")
+    with open_memory("alice", embedder=local_embedder, store=large) as memory:
+        index = large._index("alice")
+        assert "halfvec" in index.order
+        with psycopg.connect(pg_url) as conn:  # a table this small is read whole unless that is ruled out
+            conn.execute("SET search_path TO headroom, public; SET enable_seqscan = off; SET enable_sort = off")
+            plan = conn.execute(f"EXPLAIN SELECT pk FROM memories WHERE user_id = 'alice' ORDER BY "
+                                f"{index.order.replace('?', '%s')} LIMIT 5", ("[" + ",".join(["1"] * local_embedder.dim) + "]",)).fetchall()
+        assert graph_name("alice") in "\n".join(row[0] for row in plan)
+        assert [[(m.text, round(s, 4)) for m, s in memory.search(q, top_k=3)] for q in QUESTIONS] == expected
+        assert memory.add("Plays the bass in a jazz band").text == "Plays bass in a jazz band"  # near duplicate
+        memory.add("Collects vintage fountain pens")
+        assert memory.search("fountain pens", top_k=1)[0][0].text == "Collects vintage fountain pens"
+    # Another process building the same graph holds its lock: this one leaves it alone.
+    other = psycopg.connect(pg_url, autocommit=True)
+    key = zlib.crc32(b"carol") - 2**31
+    other.execute("SELECT pg_advisory_lock(%s, %s)", (0x48524E, key))
+    open_memory("carol", embedder=local_embedder, store=small).add_many(FACTS[:7])
+    assert build_graph(large, "carol") is False and not large.has_graph("carol")
+    other.close()
+    assert build_graph(large, "carol") is True
+    large.forget_graphs()
+    assert large.has_graph("carol")
+    small.close()
+    large.close()
+
+
 def test_word_lookups_agree_whichever_index_finds_them(pg_url, local_embedder):
     """A small user's rows are tested one by one, a larger user's found through the full-text index:
     the same rows either way, stemmed alike ("runs" finds "Runs", "marathons" finds "marathon")."""

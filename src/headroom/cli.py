@@ -408,6 +408,56 @@ def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> Non
     ctx.emit([{"rows": read, "new": added}], ["rows", "new"])
 
 
+@main.command()
+@click.option("--min-memories", type=click.IntRange(1), default=None,
+              help="users with more memories than this [default: those searched in the database, over 50,000]")
+@click.pass_obj
+def index(ctx: _Context, min_memories: int | None) -> None:
+    """Build a graph of its own for each large user of a PostgreSQL store that has none.
+
+    A large user's search walks an HNSW graph in the database; the graph shared by all users misses
+    more of its nearest memories. Building takes minutes at a million memories; searches and
+    writes go on meanwhile. Run it again whenever users grow past the size: it builds only what
+    is missing."""
+    import threading
+
+    from headroom.memory._postgres import PostgresStore
+    from headroom.memory._postgres_graphs import build_graphs
+
+    store = ctx.store()
+    if not isinstance(store, PostgresStore):
+        _fail(EXIT_REFUSED, "only a PostgreSQL store has graphs to build: SQLite searches every user exactly")
+    outcome: list[Any] = []
+
+    def build() -> None:
+        try:
+            outcome.append(build_graphs(store, min_memories or store.memory_rows, progress=announce))
+        except BaseException as exc:  # shown by the main thread
+            outcome.append(exc)
+
+    def announce(user_id: str, memories: int) -> None:
+        click.echo(f"\nbuilding the graph of {user_id!r} ({memories:,} memories)", err=True)
+
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    while worker.is_alive():  # PostgreSQL reports the build's progress: show it
+        worker.join(2.0)
+        rows = _guarded(lambda: store.query("SELECT phase, tuples_done, tuples_total FROM pg_stat_progress_create_index "
+                                            "WHERE relid = 'memories'::regclass", ()))
+        for phase, done, total in rows:
+            share = f" {100 * done / total:.0f}%" if total else ""
+            click.echo(f"\r  {phase}{share}".ljust(50), err=True, nl=False)
+    click.echo("", err=True)
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        def again() -> None:
+            raise result  # the library's typed errors become a message and exit code here
+
+        _guarded(again)
+    ctx.emit([{"user_id": u, "memories": n, "built": built} for u, n, built in result],
+             ["user_id", "memories", "built"])
+
+
 # -- the server ---------------------------------------------------------------------------------------
 
 

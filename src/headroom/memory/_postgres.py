@@ -35,8 +35,9 @@ import numpy as np
 from ._errors import ForeignDatabaseError, StorageError
 from ._index import VectorIndex
 from ._models import Memory
-from ._postgres_schema import MIGRATIONS
-from ._postgres_search import DatabaseIndex, count_searchable
+from ._postgres_graphs import large_users, valid_graphs
+from ._postgres_schema import MIGRATIONS, SCHEMA
+from ._postgres_search import DatabaseIndex, count_searchable, graph_name
 from ._scoring import Scoring
 from ._sql_store import SQLStore, check, queue_check
 
@@ -44,7 +45,6 @@ __all__ = ["PostgresStore", "postgres_store", "recorded_model"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "headroom"
 #: The first key of every advisory lock this package takes (the second names what is locked).
 _LOCK_SPACE = 0x48524D  # "HRM"
 _MIGRATION_LOCK = 0
@@ -159,6 +159,8 @@ class PostgresStore(SQLStore):
         self.memory_rows = memory_rows
         self._large: dict[str, tuple[int, float]] = {}  # user -> (searchable rows, when counted)
         self._common: dict[int, tuple[frozenset[str], float]] = {}  # common_lexemes(rows), when read
+        self._graphs: tuple[frozenset[str], float] | None = None  # valid users' graphs, when read
+        self._unindexed: set[str] = set()  # large users already warned about: they have no graph
         self._migrate()
         try:
             self._check_model()
@@ -316,8 +318,27 @@ class PostgresStore(SQLStore):
             else:
                 self._large.pop(user_id, None)
         if known[0] > self.memory_rows:
-            return DatabaseIndex(self, user_id, self._version(user_id), known[0])
+            graph = self.has_graph(user_id)
+            if not graph and user_id not in self._unindexed:
+                self._unindexed.add(user_id)
+                logger.warning("user %r has over %d memories and no graph of its own in %s: its searches miss "
+                               "more of the nearest until `headroom-memory index` builds one",
+                               user_id, self.memory_rows, self.path)
+            return DatabaseIndex(self, user_id, self._version(user_id), known[0], graph)
         return super()._load_index(user_id)
+
+    def has_graph(self, user_id: str) -> bool:
+        """Whether the user has a valid graph of its own (``_postgres_graphs``); the list of graphs
+        is read at most every ``RECOUNT_SECONDS``, so one built by another host is used soon after."""
+        known = self._graphs
+        if known is None or time.monotonic() - known[1] > RECOUNT_SECONDS:
+            known = self._graphs = (valid_graphs(self), time.monotonic())
+        return graph_name(user_id) in known[0]
+
+    def forget_graphs(self) -> None:
+        """Read the list of users' graphs again at the next search (one was just built)."""
+        self._graphs = None
+        self._unindexed.clear()
 
     def common_lexemes(self, rows: int) -> frozenset[str]:
         """The full-text lexemes PostgreSQL's statistics count in more than ``rows`` memories (of all
@@ -378,12 +399,16 @@ class PostgresStore(SQLStore):
         applied = self.query("SELECT MAX(version) FROM headroom_migrations", ())[0][0] or 0
         bad = self.query("SELECT COUNT(*) FROM memories WHERE embedding IS NOT NULL AND vector_dims(embedding) != ?",
                          (self.embedding_dim,))[0][0]
+        self.forget_graphs()
+        bare = [user for user, _ in large_users(self, self.memory_rows) if not self.has_graph(user)]
         return [
             check("server", True, f"PostgreSQL {version} at {self.path}"),
             check("pgvector", bool(vector), f"version {vector[0][0]}" if vector else "not installed"),
             check("schema", applied == len(MIGRATIONS), f"migration {applied} of {len(MIGRATIONS)} in {SCHEMA!r}"),
             check("embedding model", True, f"{self.embedding_model} ({self.embedding_dim} dimensions)"),
             check("vectors", not bad, f"{bad} of the wrong size; {self.unembedded_count()} rows waiting to be embedded"),
+            check("graphs", not bare, f"{len(bare)} users with over {self.memory_rows:,} memories have no graph of "
+                  "their own: run headroom-memory index" if bare else "every large user has a graph of its own"),
             queue_check(self),
         ]
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["MIGRATIONS"]
+__all__ = ["MIGRATIONS", "SCHEMA"]
+
+#: The schema that holds every table of the memory (the database may hold other applications' too).
+SCHEMA = "headroom"
 
 
 def _m001_initial(db: Any, dim: int) -> None:
