@@ -5,6 +5,7 @@ on both backends through the ``db_path`` fixture."""
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import openai
@@ -113,7 +114,7 @@ def test_a_user_too_large_for_a_process_is_searched_in_the_database_with_the_sam
     results = {}
     for memory_rows in (50_000, 5):  # in a process; in the database
         store = PostgresStore(pg_url, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim,
-                              memory_rows=memory_rows)
+                              memory_rows=memory_rows, auto_graphs=False)  # no graph: exact scans
         with open_memory("alice", embedder=local_embedder, store=store) as memory:
             if memory_rows == 50_000:
                 memory.add_many(FACTS[:8])
@@ -133,9 +134,8 @@ def test_a_user_too_large_for_a_process_is_searched_in_the_database_with_the_sam
 
 
 def test_a_large_user_with_a_graph_of_its_own_is_searched_on_it_with_the_same_results(pg_url, local_embedder):
-    """``build_graphs`` gives each large user a partial HNSW index of its own; searches of that user
-    run on it (the planner cannot choose the shared graph: it does not index the expression),
-    rank as the in-process index does, and see rows written after the build."""
+    """``build_graphs`` gives each large user an HNSW index of its own rows; that user's searches run
+    on it, rank as the in-process index does, and see rows written after the build."""
     import zlib
 
     import psycopg
@@ -145,7 +145,7 @@ def test_a_large_user_with_a_graph_of_its_own_is_searched_on_it_with_the_same_re
 
     def store_of(memory_rows):
         return PostgresStore(pg_url, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim,
-                             memory_rows=memory_rows)
+                             memory_rows=memory_rows, auto_graphs=False)
 
     small, large = store_of(50_000), store_of(5)
     with open_memory("alice", embedder=local_embedder, store=small) as memory:
@@ -158,30 +158,43 @@ def test_a_large_user_with_a_graph_of_its_own_is_searched_on_it_with_the_same_re
     assert {c["check"]: c for c in large.health()}["graphs"]["ok"]
     assert build_graphs(large, 5) == [("alice", len(FACTS), False)]  # only what is missing
     assert large.has_graph("alice") and not large.has_graph("bob")
+    with psycopg.connect(pg_url) as conn:  # a table this small is read whole unless that is ruled out
+        conn.execute("SET search_path TO headroom, public; SET enable_seqscan = off; SET enable_sort = off")
+        plan = conn.execute("EXPLAIN SELECT pk FROM memories WHERE user_id = 'alice' ORDER BY embedding <=> %s "
+                            "LIMIT 5", ("[" + ",".join(["1"] * local_embedder.dim) + "]",)).fetchall()
+    assert graph_name("alice") in "\n".join(row[0] for row in plan)
     with open_memory("alice", embedder=local_embedder, store=large) as memory:
-        index = large._index("alice")
-        assert "halfvec" in index.order
-        with psycopg.connect(pg_url) as conn:  # a table this small is read whole unless that is ruled out
-            conn.execute("SET search_path TO headroom, public; SET enable_seqscan = off; SET enable_sort = off")
-            plan = conn.execute(f"EXPLAIN SELECT pk FROM memories WHERE user_id = 'alice' ORDER BY "
-                                f"{index.order.replace('?', '%s')} LIMIT 5", ("[" + ",".join(["1"] * local_embedder.dim) + "]",)).fetchall()
-        assert graph_name("alice") in "\n".join(row[0] for row in plan)
         assert [[(m.text, round(s, 4)) for m, s in memory.search(q, top_k=3)] for q in QUESTIONS] == expected
         assert memory.add("Plays the bass in a jazz band").text == "Plays bass in a jazz band"  # near duplicate
         memory.add("Collects vintage fountain pens")
         assert memory.search("fountain pens", top_k=1)[0][0].text == "Collects vintage fountain pens"
     # Another process building the same graph holds its lock: this one leaves it alone.
     other = psycopg.connect(pg_url, autocommit=True)
-    key = zlib.crc32(b"carol") - 2**31
-    other.execute("SELECT pg_advisory_lock(%s, %s)", (0x48524E, key))
+    other.execute("SELECT pg_advisory_lock(%s, %s)", (0x48524E, zlib.crc32(b"carol") - 2**31))
     open_memory("carol", embedder=local_embedder, store=small).add_many(FACTS[:7])
     assert build_graph(large, "carol") is False and not large.has_graph("carol")
     other.close()
     assert build_graph(large, "carol") is True
-    large.forget_graphs()
     assert large.has_graph("carol")
     small.close()
     large.close()
+
+
+def test_the_first_process_to_find_a_large_user_without_a_graph_builds_one(pg_url, local_embedder, caplog):
+    with open_memory("dave", pg_url, embedder=local_embedder) as writer:
+        writer.add_many(FACTS)
+    store = PostgresStore(pg_url, embedding_model=local_embedder.name, embedding_dim=local_embedder.dim,
+                          memory_rows=5)
+    with open_memory("dave", embedder=local_embedder, store=store) as memory, caplog.at_level(logging.WARNING):
+        assert memory.search("coffee", top_k=1)[0][0].text == "Drinks oat milk in coffee"  # an exact scan
+        assert "no graph of its own" in caplog.text
+        deadline = time.monotonic() + 60
+        while not store.has_graph("dave") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            store.forget_graphs()
+        assert store.has_graph("dave")
+        assert memory.search("coffee", top_k=1)[0][0].text == "Drinks oat milk in coffee"
+    store.close()
 
 
 def test_word_lookups_agree_whichever_index_finds_them(pg_url, local_embedder):

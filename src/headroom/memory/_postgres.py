@@ -35,7 +35,7 @@ import numpy as np
 from ._errors import ForeignDatabaseError, StorageError
 from ._index import VectorIndex
 from ._models import Memory
-from ._postgres_graphs import large_users, valid_graphs
+from ._postgres_graphs import build_in_background, large_users, valid_graphs
 from ._postgres_schema import MIGRATIONS, SCHEMA
 from ._postgres_search import DatabaseIndex, count_searchable, graph_name
 from ._scoring import Scoring
@@ -58,7 +58,7 @@ RECOUNT_SECONDS = 60.0
 STATISTICS_SECONDS = 600.0
 #: Candidates HNSW gathers per step of its iterative scan (pgvector's hnsw.ef_search);
 #: ``$HEADROOM_PG_EF_SEARCH`` overrides it (more: better recall, slower searches of large users).
-EF_SEARCH = 400
+EF_SEARCH = 600
 #: A user with at most this many memories has its rows tested for a query word one by one (``_matches``).
 FILTER_ROWS = 5_000
 
@@ -147,6 +147,7 @@ class PostgresStore(SQLStore):
         connect_timeout: float = 5.0,
         index_cache_bytes: int | None = None,
         memory_rows: int = MEMORY_ROWS,
+        auto_graphs: bool = True,
     ) -> None:
         super().__init__(embedding_model=embedding_model, embedding_dim=embedding_dim,
                          index_cache_bytes=index_cache_bytes)
@@ -157,6 +158,7 @@ class PostgresStore(SQLStore):
         self._conn: Any = None
         self._tx: _Transaction | None = None
         self.memory_rows = memory_rows
+        self.auto_graphs = auto_graphs  # build a large user's graph when first found without one
         self._large: dict[str, tuple[int, float]] = {}  # user -> (searchable rows, when counted)
         self._common: dict[int, tuple[frozenset[str], float]] = {}  # common_lexemes(rows), when read
         self._graphs: tuple[frozenset[str], float] | None = None  # valid users' graphs, when read
@@ -318,13 +320,14 @@ class PostgresStore(SQLStore):
             else:
                 self._large.pop(user_id, None)
         if known[0] > self.memory_rows:
-            graph = self.has_graph(user_id)
-            if not graph and user_id not in self._unindexed:
-                self._unindexed.add(user_id)
-                logger.warning("user %r has over %d memories and no graph of its own in %s: its searches miss "
-                               "more of the nearest until `headroom-memory index` builds one",
-                               user_id, self.memory_rows, self.path)
-            return DatabaseIndex(self, user_id, self._version(user_id), known[0], graph)
+            if not self.has_graph(user_id) and user_id not in self._unindexed:
+                self._unindexed.add(user_id)  # once per process, until the list of graphs is read again
+                logger.warning("user %r has over %d memories and no graph of its own in %s yet: its searches "
+                               "scan its rows%s", user_id, self.memory_rows, self.path,
+                               " while one is built" if self.auto_graphs else "; run headroom-memory index")
+                if self.auto_graphs:
+                    build_in_background(self, user_id)
+            return DatabaseIndex(self, user_id, self._version(user_id), known[0])
         return super()._load_index(user_id)
 
     def has_graph(self, user_id: str) -> bool:

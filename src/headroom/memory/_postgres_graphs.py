@@ -1,25 +1,25 @@
-"""Graphs of their own for a PostgreSQL store's largest users.
+"""Graphs of their own for a PostgreSQL store's large users.
 
-A user with more than ``PostgresStore.memory_rows`` memories is searched in the database on HNSW
-(``_postgres_search``). The shared graph holds every user's rows, and a search keeps only the
-user's: at a million memories among millions, that filter makes HNSW miss many of the true
-nearest. A graph of the user's own (a partial HNSW index, ``WHERE user_id = ...``) has no filter
-to pass and finds nearly all of them. Figures: bench/RESULTS.md, "A million memories".
+A user with more than ``PostgresStore.memory_rows`` memories is searched in the database
+(``_postgres_search``). Its nearest memories come from an HNSW index of that user's rows alone (a
+partial index, ``WHERE user_id = ...``): a graph shared by all users, searched with a user filter,
+missed many of a large user's true nearest memories, and every write of every user paid for an
+insert into it. Figures: bench/RESULTS.md, "A million memories". Smaller users never need a
+graph: they are searched exactly in a process.
 
-The graph indexes the vectors in half precision (``halfvec``): half the size, and an expression the
-shared graph does not index, so a query ordered by it can only run on the user's graph (the
-planner's cost estimates alone preferred the shared one). Candidates are then scored by their
-exact cosines.
-
-Building one reads all the user's rows and takes minutes at a million, so it is never done in the
-middle of a request: ``headroom-memory index`` (or ``build_graphs``) builds those missing, with
-``CREATE INDEX CONCURRENTLY`` (writes go on meanwhile) under an advisory lock (two hosts never build
-the same one). An interrupted build leaves an invalid index, which the next build drops first.
+Building a graph reads all the user's rows and takes minutes at a million, so it never happens in
+a request. The first process to find a large user without one builds it in a thread of its own
+(``PostgresStore(auto_graphs=False)`` turns that off; ``headroom-memory index`` builds what is
+missing by hand). Until it is built the user's searches scan its rows exactly: slower, never
+wrong. Builds use ``CREATE INDEX CONCURRENTLY`` (writes go on meanwhile) under an advisory lock
+(two hosts never build the same graph). An interrupted build leaves an invalid index, which the
+next build drops first.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import zlib
 from typing import TYPE_CHECKING, Callable
@@ -31,7 +31,7 @@ from ._postgres_search import graph_name
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
 
-__all__ = ["build_graph", "build_graphs", "large_users", "valid_graphs", "GRAPH_M", "GRAPH_EF_CONSTRUCTION"]
+__all__ = ["build_graph", "build_graphs", "build_in_background", "large_users", "memory_for", "valid_graphs", "GRAPH_M", "GRAPH_EF_CONSTRUCTION"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +59,23 @@ def large_users(store: PostgresStore, min_memories: int) -> list[tuple[str, int]
     return [(str(user), int(count)) for user, count in rows]
 
 
-def build_graph(store: PostgresStore, user_id: str, work_memory: str = "1GB") -> bool:
+def memory_for(store: PostgresStore, rows: int) -> str:
+    """PostgreSQL's ``maintenance_work_mem`` for building a graph of ``rows`` vectors: room for the
+    whole graph (vector and links per row), since a graph that does not fit is built far more
+    slowly. At least 64 MB, the server's own default."""
+    per_row = 4 * int(store.embedding_dim) + 2 * GRAPH_M * 10 + 64
+    return f"{max(64, int(rows * per_row * 1.25) >> 20)}MB"
+
+
+def build_graph(store: PostgresStore, user_id: str, work_memory: str | None = None) -> bool:
     """Build ``user_id``'s own graph if it has none; False if it had one or another process is
-    building it now. ``work_memory`` is PostgreSQL's ``maintenance_work_mem`` for the build: a
-    graph that does not fit is built far more slowly."""
+    building it now. ``work_memory``: PostgreSQL's ``maintenance_work_mem`` for the build (default:
+    enough for the user's rows, ``memory_for``)."""
     psycopg = store._psycopg
     from psycopg import sql
 
     name = graph_name(user_id)
     key = zlib.crc32(user_id.encode()) - 2**31
-    dim = int(store.embedding_dim)
     conn = store._connect()  # its own session: CONCURRENTLY runs outside any transaction
     try:
         conn.execute(f"SET search_path TO {SCHEMA}, {store._vector_schema}")
@@ -82,13 +89,15 @@ def build_graph(store: PostgresStore, user_id: str, work_memory: str = "1GB") ->
         if state is not None:
             logger.warning("dropping the unfinished graph of user %r (an earlier build was interrupted)", user_id)
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+        if work_memory is None:
+            (rows,) = conn.execute("SELECT count(*) FROM memories WHERE user_id = %s", (user_id,)).fetchone()
+            work_memory = memory_for(store, int(rows))
         conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(work_memory)))
         started = time.monotonic()
         conn.execute(sql.SQL(
-            "CREATE INDEX CONCURRENTLY {} ON memories USING hnsw ((embedding::halfvec({})) halfvec_cosine_ops) "
+            "CREATE INDEX CONCURRENTLY {} ON memories USING hnsw (embedding vector_cosine_ops) "
             "WITH (m = {}, ef_construction = {}) WHERE user_id = {}").format(
-                sql.Identifier(name), sql.Literal(dim), sql.Literal(GRAPH_M), sql.Literal(GRAPH_EF_CONSTRUCTION),
-                sql.Literal(user_id)))
+                sql.Identifier(name), sql.Literal(GRAPH_M), sql.Literal(GRAPH_EF_CONSTRUCTION), sql.Literal(user_id)))
         logger.info("built the graph of user %r in %.0f s", user_id, time.monotonic() - started)
         store.forget_graphs()
         return True
@@ -113,3 +122,17 @@ def build_graphs(store: PostgresStore, min_memories: int,
             progress(user_id, count)
         done.append((user_id, count, build_graph(store, user_id)))
     return done
+
+
+def build_in_background(store: PostgresStore, user_id: str) -> threading.Thread:
+    """Build ``user_id``'s graph in a daemon thread; a failure is logged, and the next process (or
+    this one, after ``forget_graphs``) tries again."""
+    def build() -> None:
+        try:
+            build_graph(store, user_id)
+        except Exception:
+            logger.exception("building the graph of user %r failed; its searches stay exact scans", user_id)
+
+    thread = threading.Thread(target=build, name=f"headroom-graph-{user_id[:20]}", daemon=True)
+    thread.start()
+    return thread

@@ -75,7 +75,15 @@ def _m002_vector_index(db: Any, dim: int) -> None:
     db.execute("CREATE INDEX memories_vectors ON memories USING hnsw (embedding vector_cosine_ops)")
 
 
+def _m003_no_shared_graph(db: Any, dim: int) -> None:
+    # A large user gets a graph of its own instead (_postgres_graphs.py): the shared one, searched
+    # with a user filter, missed many of a large user's nearest memories, and every write of every
+    # user paid for an insert into it.
+    db.execute("DROP INDEX IF EXISTS memories_vectors")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Any, int], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "vector index", _m002_vector_index),
+    (3, "no shared vector index", _m003_no_shared_graph),
 ]

@@ -12,13 +12,8 @@ A user with more than ``PostgresStore.memory_rows`` searchable memories is never
   ``VectorIndex`` ranks by. Keyword statistics are the candidates' (a small user's are all its
   memories).
 
-A large user may have a graph of its own (``PostgresStore.build_graph``, ``headroom-memory index``):
-an HNSW index of only that user's rows, over their vectors in half precision. The shared graph,
-searched with a user filter, misses many of a large user's true nearest memories; the user's own
-graph finds nearly all (figures in bench/RESULTS.md, "A million memories"). Its queries order by the
-half-precision expression, which only that index can serve (the planner cannot pick the shared
-graph instead), and compute the exact cosine of each candidate, so the ranking is the
-full-precision one.
+The nearest come from the user's own HNSW graph (``_postgres_graphs``), or, until it is built, from
+an exact scan of the user's rows.
 
 Writes patch nothing here: the rows are in the table already.
 """
@@ -60,14 +55,11 @@ class DatabaseIndex(VectorIndex):
     """The stand-in for a large user's ``VectorIndex`` (see the module doc): it holds no rows, and
     its searches are ``ranked_words`` (the words, not their matches: those may be most of a million)."""
 
-    def __init__(self, store: PostgresStore, user_id: str, version: int, rows: int, graph: bool = False) -> None:
+    def __init__(self, store: PostgresStore, user_id: str, version: int, rows: int) -> None:
         super().__init__(store.embedding_dim, version)
         self.store = store
         self.user_id = user_id
         self.rows = rows  # searchable memories when the user was last counted
-        # What the nearest are ordered by: on the user's own graph, its half-precision expression.
-        dim = int(store.embedding_dim)
-        self.order = f"embedding::halfvec({dim}) <=> ?::halfvec({dim})" if graph else "embedding <=> ?"
 
     def __len__(self) -> int:
         return self.rows
@@ -87,14 +79,12 @@ class DatabaseIndex(VectorIndex):
 
     def nearest(self, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
         vector = self.store._encode(query)
-        # A few: half precision may order near ties differently from the exact cosines.
         rows = self.store.query(
-            f"SELECT {COLUMNS}, 1 - (embedding <=> ?) FROM memories WHERE {SEARCHABLE} ORDER BY {self.order} LIMIT 4",
+            f"SELECT {COLUMNS}, 1 - (embedding <=> ?) FROM memories WHERE {SEARCHABLE} ORDER BY embedding <=> ? LIMIT 1",
             (vector, self.user_id, vector))
-        best = max(rows, key=lambda row: row[-1], default=None)
-        if best is None or np.float32(best[-1]) < np.float32(min_score):
+        if not rows or np.float32(rows[0][-1]) < np.float32(min_score):
             return None
-        return row_to_memory(best[:-1]), float(best[-1])
+        return row_to_memory(rows[0][:-1]), float(rows[0][-1])
 
     def ranked(self, query: np.ndarray, top_k: int, category: str | None = None,
                matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
@@ -110,7 +100,7 @@ class DatabaseIndex(VectorIndex):
         # The database computes the cosines: a candidate's vector never leaves it.
         found = {row[-2]: row for row in self.store.query(
             f"SELECT {COLUMNS}, pk, 1 - (embedding <=> ?) FROM memories WHERE {SEARCHABLE}{only} "
-            f"ORDER BY {self.order} LIMIT ?", (vector, self.user_id, *kind, vector, max(CANDIDATES, 4 * top_k)))}
+            "ORDER BY embedding <=> ? LIMIT ?", (vector, self.user_id, *kind, vector, max(CANDIDATES, 4 * top_k)))}
         matches = self._word_rows(words)  # None for a common word
         rare = {int(k) for keys in matches if keys is not None for k in keys} - set(found)
         if rare:
