@@ -176,6 +176,14 @@ def test_a_large_user_with_a_graph_of_its_own_is_searched_on_it_with_the_same_re
     other.close()
     assert build_graph(large, "carol") is True
     assert large.has_graph("carol")
+    # A build cut short leaves an invalid index behind (here: one that failed on duplicates); the next
+    # build drops it and builds the graph.
+    open_memory("erin", embedder=local_embedder, store=small).add_many(FACTS[:6])
+    with pytest.raises(psycopg.errors.UniqueViolation), psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {graph_name('erin')} ON headroom.memories (category)")
+    large.forget_graphs()
+    assert not large.has_graph("erin")
+    assert build_graph(large, "erin") is True and large.has_graph("erin")
     small.close()
     large.close()
 

@@ -58,7 +58,7 @@ RECOUNT_SECONDS = 60.0
 STATISTICS_SECONDS = 600.0
 #: Candidates HNSW gathers per step of its iterative scan (pgvector's hnsw.ef_search);
 #: ``$HEADROOM_PG_EF_SEARCH`` overrides it (more: better recall, slower searches of large users).
-EF_SEARCH = 600
+EF_SEARCH = 1000
 #: A user with at most this many memories has its rows tested for a query word one by one (``_matches``).
 FILTER_ROWS = 5_000
 
@@ -147,7 +147,7 @@ class PostgresStore(SQLStore):
         connect_timeout: float = 5.0,
         index_cache_bytes: int | None = None,
         memory_rows: int = MEMORY_ROWS,
-        auto_graphs: bool = True,
+        auto_graphs: bool | None = None,
     ) -> None:
         super().__init__(embedding_model=embedding_model, embedding_dim=embedding_dim,
                          index_cache_bytes=index_cache_bytes)
@@ -158,7 +158,8 @@ class PostgresStore(SQLStore):
         self._conn: Any = None
         self._tx: _Transaction | None = None
         self.memory_rows = memory_rows
-        self.auto_graphs = auto_graphs  # build a large user's graph when first found without one
+        # Build a large user's graph when first found without one (default: unless $HEADROOM_PG_AUTO_GRAPHS is 0).
+        self.auto_graphs = os.environ.get("HEADROOM_PG_AUTO_GRAPHS", "1") != "0" if auto_graphs is None else auto_graphs
         self._large: dict[str, tuple[int, float]] = {}  # user -> (searchable rows, when counted)
         self._common: dict[int, tuple[frozenset[str], float]] = {}  # common_lexemes(rows), when read
         self._graphs: tuple[frozenset[str], float] | None = None  # valid users' graphs, when read
