@@ -428,6 +428,7 @@ def index(ctx: _Context, min_memories: int | None) -> None:
     if not isinstance(store, PostgresStore):
         _fail(EXIT_REFUSED, "only a PostgreSQL store has graphs to build: SQLite searches every user exactly")
     outcome: list[Any] = []
+    size = [0]  # memories of the user whose graph is being built
 
     def build() -> None:
         try:
@@ -436,6 +437,7 @@ def index(ctx: _Context, min_memories: int | None) -> None:
             outcome.append(exc)
 
     def announce(user_id: str, memories: int) -> None:
+        size[0] = memories
         click.echo(f"\nbuilding the graph of {user_id!r} ({memories:,} memories)", err=True)
 
     worker = threading.Thread(target=build, daemon=True)
@@ -444,9 +446,10 @@ def index(ctx: _Context, min_memories: int | None) -> None:
         worker.join(2.0)
         rows = _guarded(lambda: store.query("SELECT phase, tuples_done, tuples_total FROM pg_stat_progress_create_index "
                                             "WHERE relid = 'memories'::regclass", ()))
-        for phase, done, total in rows:
-            share = f" {100 * done / total:.0f}%" if total else ""
-            click.echo(f"\r  {phase}{share}".ljust(50), err=True, nl=False)
+        for phase, done, total in rows:  # pgvector counts the rows it has read, not how many there are
+            total = total or size[0]
+            share = f" {min(done, total):,} of {total:,} rows" if done and total else ""
+            click.echo(f"\r  {phase}{share}".ljust(60), err=True, nl=False)
     click.echo("", err=True)
     result = outcome[0]
     if isinstance(result, BaseException):
