@@ -205,6 +205,26 @@ def test_the_first_process_to_find_a_large_user_without_a_graph_builds_one(pg_ur
     store.close()
 
 
+def test_a_bulk_load_gathers_the_planners_statistics(pg_url):
+    """An import or ``migrate`` of many rows analyzes the table at once (``PostgresStore.load``);
+    a small one leaves it to autovacuum."""
+    import numpy as np
+
+    from headroom.memory import Memory
+    from headroom.memory._models import new_id, utcnow
+
+    store = PostgresStore(pg_url, embedding_model="test-hash", embedding_dim=8)
+    analyzed = "SELECT coalesce(analyze_count, 0) FROM pg_stat_user_tables WHERE relname = 'memories'"
+    now = utcnow()
+    vectors = np.eye(8, dtype=np.float32)
+    rows = [(Memory(new_id(), "alice", f"imported fact {i}", "fact", now, now), vectors[i % 8]) for i in range(1500)]
+    assert store.load(rows[:10]) == 10
+    assert store.query(analyzed, ())[0][0] == 0  # a few rows: autovacuum's business
+    assert store.load(rows[10:]) == 1490
+    assert store.query(analyzed, ())[0][0] >= 1
+    store.close()
+
+
 def test_word_lookups_agree_whichever_index_finds_them(pg_url, local_embedder):
     """A small user's rows are tested one by one, a larger user's found through the full-text index:
     the same rows either way, stemmed alike ("runs" finds "Runs", "marathons" finds "marathon")."""

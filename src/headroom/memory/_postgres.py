@@ -59,6 +59,8 @@ STATISTICS_SECONDS = 600.0
 #: Candidates HNSW gathers per step of its iterative scan (pgvector's hnsw.ef_search);
 #: ``$HEADROOM_PG_EF_SEARCH`` overrides it (more: better recall, slower searches of large users).
 EF_SEARCH = 1000
+#: A load of at least this many new rows may gather the planner's statistics (``load``).
+ANALYZE_ROWS = 1_000
 #: A user with at most this many memories has its rows tested for a query word one by one (``_matches``).
 FILTER_ROWS = 5_000
 
@@ -381,6 +383,18 @@ class PostgresStore(SQLStore):
         together: the header reads as one more float per row, dropped."""
         rows = np.frombuffer(b"".join(values), dtype=">f4").reshape(len(values), self.embedding_dim + 1)
         return rows[:, 1:].astype(np.float32)
+
+    def load(self, rows: Sequence[tuple[Memory, np.ndarray | None]]) -> int:
+        """As ``SQLStore.load``; a load that grew the table by a tenth or more (an import, a
+        ``migrate``) gathers the planner's statistics at once instead of within autovacuum's next
+        minute: without them, a search reads its user's whole index for every query word."""
+        added = super().load(rows)
+        if added >= ANALYZE_ROWS:
+            known = self.query("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'memories'::regclass", ())
+            if added >= 0.1 * float(known[0][0]):
+                with self.transaction() as db:
+                    db.execute("ANALYZE memories")
+        return added
 
     def _matches(self, user_id: str, words: Sequence[str], user_rows: int) -> list[np.ndarray]:
         """For each word, the keys of the user's rows whose text holds it (English stemming).
