@@ -14,10 +14,11 @@ the big user's own HNSW graph; SQLite: one transaction of INSERTs, FTS5 filled b
 Then, with
 the real model embedding every question (LoCoMo's, query cache cleared):
 
-- search p50/p95 of the 1M-memory user (PostgreSQL searches it in the database, ``_postgres_search``,
-  on a graph of its own that the run builds first as ``headroom-memory index`` would; with
-  ``--no-graphs`` and none built before, by exact scans; SQLite in its in-process index), and its vector recall@10 against an exact scan
-  (numpy over all its vectors): vector-only scoring, so the two rank the same way;
+- search p50/p95 of the 1M-memory user, and its vector recall@10 against an exact scan (numpy over
+  all its vectors; vector-only scoring, so the two rank the same way). PostgreSQL searches it in
+  the database (``_postgres_search``) on a graph of its own, which the run builds first as
+  ``headroom-memory index`` would (with ``--no-graphs`` and none built before: exact scans);
+  SQLite in its in-process index;
 - search p50/p95 of random users among the 1,000 (in-process indexes, most loaded cold), and of a
   user with 10 memories in the 2M-row table;
 - add p50 for the 1M-memory user (the near-duplicate check, then the insert).
@@ -132,7 +133,7 @@ def main() -> None:
     with ExitStack() as stack:
         if args.backend == "postgres":
             database = stack.enter_context(postgres(directory=str(data / "postgres")))
-            if loaded.exists():  # reused: embed with the variant the database records (fp32 before int8 was the default)
+            if loaded.exists():  # reused: embed with the variant it records (fp32 before int8 was the default)
                 embedder = embedder.variant_for(recorded_model(database("scale")))
             opened: Callable[[], Any] = lambda: PostgresStore(  # noqa: E731
                 database("scale"), embedding_model=embedder.name, embedding_dim=embedder.dim, auto_graphs=False)

@@ -415,10 +415,11 @@ def migrate(ctx: _Context, source: str, target: str, user_id: str | None) -> Non
 def index(ctx: _Context, min_memories: int | None) -> None:
     """Build a graph of its own for each large user of a PostgreSQL store that has none.
 
-    A large user's search walks an HNSW graph in the database; the graph shared by all users misses
-    more of its nearest memories. Building takes minutes at a million memories; searches and
-    writes go on meanwhile. Run it again whenever users grow past the size: it builds only what
-    is missing."""
+    A large user's search walks its own HNSW graph in the database, and scans all its rows until it
+    has one. The first process to find such a user builds its graph in the background; this builds
+    every missing one now (after an import, or with HEADROOM_PG_AUTO_GRAPHS=0). Building takes
+    minutes at a million memories; searches and writes go on meanwhile. It builds only what is
+    missing, so running it again is cheap."""
     import threading
 
     from headroom.memory._postgres import PostgresStore
@@ -444,8 +445,9 @@ def index(ctx: _Context, min_memories: int | None) -> None:
     worker.start()
     while worker.is_alive():  # PostgreSQL reports the build's progress: show it
         worker.join(2.0)
-        rows = _guarded(lambda: store.query("SELECT phase, tuples_done, tuples_total FROM pg_stat_progress_create_index "
-                                            "WHERE relid = 'memories'::regclass", ()))
+        rows = _guarded(lambda: store.query(
+            "SELECT phase, tuples_done, tuples_total FROM pg_stat_progress_create_index "
+            "WHERE relid = 'memories'::regclass", ()))
         for phase, done, total in rows:  # pgvector counts the rows it has read, not how many there are
             total = total or size[0]
             share = f" {min(done, total):,} of {total:,} rows" if done and total else ""

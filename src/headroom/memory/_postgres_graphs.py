@@ -31,7 +31,8 @@ from ._postgres_search import graph_name
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
 
-__all__ = ["build_graph", "build_graphs", "build_in_background", "large_users", "memory_for", "valid_graphs", "GRAPH_M", "GRAPH_EF_CONSTRUCTION"]
+__all__ = ["build_graph", "build_graphs", "build_in_background", "large_users", "memory_for", "valid_graphs",
+           "GRAPH_M", "GRAPH_EF_CONSTRUCTION"]
 
 logger = logging.getLogger(__name__)
 

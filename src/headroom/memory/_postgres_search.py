@@ -1,19 +1,19 @@
-"""Users too large to hold in a process: their searches run in PostgreSQL, on the HNSW index.
+"""Users too large to hold in a process: their searches run in PostgreSQL, on their own HNSW graph.
 
 A user with more than ``PostgresStore.memory_rows`` searchable memories is never loaded into a
 ``VectorIndex`` (at a million memories that would be 1.5 GB per process and a long read). Instead
 ``DatabaseIndex`` stands in for the index, and answers in the database:
 
-- ``nearest`` (the near-duplicate check of every write) asks HNSW for the closest memory.
-- ``ranked_words`` gathers candidates, the ``CANDIDATES`` nearest by cosine (HNSW with pgvector's
-  iterative scan in strict order, so the user filter cannot starve the result) plus every memory
+- ``nearest`` (the near-duplicate check of every write) asks for the closest memory.
+- ``ranked_words`` gathers candidates, the ``CANDIDATES`` nearest by cosine (with pgvector's
+  iterative scan in strict order, so a category filter cannot starve the result) plus every memory
   holding a rare query word (at most ``RARE_ROWS``: a common word ranks little anyway), with their
   cosines computed in the database, and ranks them with ``_index.rank``, the rule a small user's
   ``VectorIndex`` ranks by. Keyword statistics are the candidates' (a small user's are all its
   memories).
 
-The nearest come from the user's own HNSW graph (``_postgres_graphs``), or, until it is built, from
-an exact scan of the user's rows.
+The nearest come from the user's own HNSW graph (a partial index, ``_postgres_graphs``), or, until
+it is built, from an exact scan of the user's rows.
 
 Writes patch nothing here: the rows are in the table already.
 """
