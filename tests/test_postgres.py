@@ -136,10 +136,9 @@ def test_a_user_too_large_for_a_process_is_searched_in_the_database_with_the_sam
 def test_a_large_user_with_a_graph_of_its_own_is_searched_on_it_with_the_same_results(pg_url, local_embedder):
     """``build_graphs`` gives each large user an HNSW index of its own rows; that user's searches run
     on it, rank as the in-process index does, and see rows written after the build."""
-    import zlib
-
     import psycopg
 
+    from headroom.memory._postgres import _user_key
     from headroom.memory._postgres_graphs import build_graph, build_graphs
     from headroom.memory._postgres_search import graph_name
 
@@ -170,7 +169,7 @@ def test_a_large_user_with_a_graph_of_its_own_is_searched_on_it_with_the_same_re
         assert memory.search("fountain pens", top_k=1)[0][0].text == "Collects vintage fountain pens"
     # Another process building the same graph holds its lock: this one leaves it alone.
     other = psycopg.connect(pg_url, autocommit=True)
-    other.execute("SELECT pg_advisory_lock(%s, %s)", (0x48524E, zlib.crc32(b"carol") - 2**31))
+    other.execute("SELECT pg_advisory_lock(%s, %s)", (0x48524E, _user_key("carol")))
     open_memory("carol", embedder=local_embedder, store=small).add_many(FACTS[:7])
     assert build_graph(large, "carol") is False and not large.has_graph("carol")
     other.close()

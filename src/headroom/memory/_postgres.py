@@ -45,7 +45,8 @@ __all__ = ["PostgresStore", "postgres_store", "recorded_model"]
 
 logger = logging.getLogger(__name__)
 
-#: The first key of every advisory lock this package takes (the second names what is locked).
+#: The first key of the advisory locks of migrations and writes (the second names what is locked);
+#: a graph's build takes its own (``_postgres_graphs``), so it never holds up its user's writes.
 _LOCK_SPACE = 0x48524D  # "HRM"
 _MIGRATION_LOCK = 0
 _NO_KEYS = np.empty(0, dtype=np.int64)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from typing import TYPE_CHECKING, Callable
 
 from ._errors import StorageError
@@ -40,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: reach far lower recall on a million clustered memories at the same search effort.
 GRAPH_M = 32
 GRAPH_EF_CONSTRUCTION = 128
-#: The first advisory-lock key of a graph being built (the second is the user's hash).
+#: The first advisory-lock key of a graph being built (the second is the user's, as for writes).
 _BUILD_SPACE = 0x48524E
 
 
@@ -75,8 +74,10 @@ def build_graph(store: PostgresStore, user_id: str, work_memory: str | None = No
     psycopg = store._psycopg
     from psycopg import sql
 
+    from ._postgres import _user_key  # here: _postgres imports this module
+
     name = graph_name(user_id)
-    key = zlib.crc32(user_id.encode()) - 2**31
+    key = _user_key(user_id)
     conn = store._connect()  # its own session: CONCURRENTLY runs outside any transaction
     try:
         conn.execute(f"SET search_path TO {SCHEMA}, {store._vector_schema}")
