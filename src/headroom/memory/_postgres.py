@@ -35,7 +35,7 @@ import numpy as np
 from ._errors import ForeignDatabaseError, StorageError
 from ._index import VectorIndex
 from ._models import Memory
-from ._postgres_graphs import build_in_background, large_users, valid_graphs
+from ._postgres_graphs import build_in_background, graph_status, valid_graphs
 from ._postgres_schema import MIGRATIONS, SCHEMA
 from ._postgres_search import DatabaseIndex, count_searchable, graph_name
 from ._scoring import Scoring
@@ -418,8 +418,7 @@ class PostgresStore(SQLStore):
         applied = self.query("SELECT MAX(version) FROM headroom_migrations", ())[0][0] or 0
         bad = self.query("SELECT COUNT(*) FROM memories WHERE embedding IS NOT NULL AND vector_dims(embedding) != ?",
                          (self.embedding_dim,))[0][0]
-        self.forget_graphs()
-        bare = [user for user, _ in large_users(self, self.memory_rows) if not self.has_graph(user)]
+        bare = [user for user, _, has in graph_status(self, self.memory_rows) if not has]
         return [
             check("server", True, f"PostgreSQL {version} at {self.path}"),
             check("pgvector", bool(vector), f"version {vector[0][0]}" if vector else "not installed"),

@@ -30,8 +30,8 @@ from ._postgres_search import graph_name
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
 
-__all__ = ["build_graph", "build_graphs", "build_in_background", "large_users", "memory_for", "valid_graphs",
-           "GRAPH_M", "GRAPH_EF_CONSTRUCTION"]
+__all__ = ["build_graph", "build_graphs", "build_in_background", "graph_status", "large_users", "memory_for",
+           "valid_graphs", "GRAPH_M", "GRAPH_EF_CONSTRUCTION"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,13 @@ def large_users(store: PostgresStore, min_memories: int) -> list[tuple[str, int]
         "SELECT user_id, count(*) FROM memories WHERE superseded_by IS NULL AND embedding IS NOT NULL "
         "GROUP BY user_id HAVING count(*) > ? ORDER BY count(*) DESC, user_id", (min_memories,))
     return [(str(user), int(count)) for user, count in rows]
+
+
+def graph_status(store: PostgresStore, min_memories: int) -> list[tuple[str, int, bool]]:
+    """Each user with more than ``min_memories`` searchable memories, their count, and whether a
+    valid graph of its own exists (read now, not from the store's cached list)."""
+    have = valid_graphs(store)
+    return [(user_id, count, graph_name(user_id) in have) for user_id, count in large_users(store, min_memories)]
 
 
 def memory_for(store: PostgresStore, rows: int) -> str:
@@ -115,9 +122,8 @@ def build_graphs(store: PostgresStore, min_memories: int,
     none; returns (user, memories, built now) for each such user. ``progress(user, memories)`` is
     called before each build."""
     done = []
-    have = valid_graphs(store)
-    for user_id, count in large_users(store, min_memories):
-        if graph_name(user_id) in have:
+    for user_id, count, has in graph_status(store, min_memories):
+        if has:
             done.append((user_id, count, False))
             continue
         if progress is not None:
