@@ -236,17 +236,19 @@ def test_a_machine_whose_int8_fails_the_check_uses_fp32_and_remembers_it(tmp_pat
         LocalEmbedder(int8=True, cache_dir=str(tmp_path)).embed(["x"])
 
 
-def test_an_int8_variant_that_disagrees_is_refused_and_not_written(tmp_path):
-    """The agreement check is real: asked for exact agreement, which int8 cannot give, the build
-    fails typed and leaves no file (so no later process trusts it)."""
-    from headroom.memory import EmbedderUnavailableError
+@pytest.mark.parametrize("strict", ["lowest", "mean"])
+def test_an_int8_variant_that_disagrees_is_refused_and_not_written(tmp_path, monkeypatch, strict):
+    """The agreement check is real, on each of its two bounds: asked for exact agreement, which
+    int8 cannot give, the build fails typed and leaves no file (so no later process trusts it)."""
+    from headroom.memory import EmbedderUnavailableError, _quantize
     from headroom.memory._local_model import ModelFiles
-    from headroom.memory._quantize import build_int8
 
     model = ModelFiles.at()
     fp32 = onnx_cache_path(None, model)
     LocalEmbedder().embed(["load"])  # the shared fp32 export exists
     target = tmp_path / "int8.onnx"
-    with pytest.raises(EmbedderUnavailableError, match="disagrees with fp32"):
-        build_int8(fp32, target, model, min_cosine=0.99999)
+    if strict == "mean":
+        monkeypatch.setattr(_quantize, "MIN_MEAN_COSINE", 0.99999)
+    with pytest.raises(EmbedderUnavailableError, match=f"disagrees with fp32.*{strict}"):
+        _quantize.build_int8(fp32, target, model, min_cosine=0.99999 if strict == "lowest" else 0.9)
     assert not target.exists() and list(tmp_path.iterdir()) == []

@@ -17,10 +17,15 @@ in bench/RESULTS.md, "Quantized embedding models"):
    multiplied in fp32 on the side), the model is quicker but loses LoCoMo recall beyond issue 18's
    bound. Where a product's input is an attention's output, the smoothing is folded into that
    attention's value weights instead of a ``Mul``: each output channel is a mean of one value channel.
+   Weights use 7 bits of the 8 (``reduce_range``): on a CPU without VNNI (AVX2 only), onnxruntime
+   multiplies uint8 by int8 with an instruction whose pairwise sums saturate at 16 bits, and full-
+   range weights overflowed it. On such a machine the 8-bit build lost 0.03 of LoCoMo's vector-only
+   recall@5, while every sentence of CHECK still agreed within 0.99 (bench/RESULTS.md).
 
 The result is trusted only if every sentence of CHECK embeds within cosine ``min_cosine`` (0.99) of
-fp32 on this machine (int8 kernels differ between CPUs); otherwise building fails and nothing is
-written.
+fp32 on this machine (int8 kernels differ between CPUs), and the mean within ``MIN_MEAN_COSINE``:
+the saturated build's worst sentence passed, its mean did not. Otherwise building fails and nothing
+is written.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class Rejected(EmbedderUnavailableError):
 
 ALPHA = 0.7
 MIN_COSINE = 0.99
-RECIPE = 1  # part of the cached file's name: a new recipe builds a new file
+MIN_MEAN_COSINE = 0.9973
+RECIPE = 2  # part of the cached file's name: a new recipe builds a new file
 
 # The fixed set the variant must agree on: short on purpose, since queries and memories are short
 # and short texts are where quantization loses most.
@@ -76,6 +82,19 @@ CHECK = [
     "How many kids does she have?",
     "Running a marathon in October",
     "Uses Neovim with a custom Lua config",
+    # Chat turns of a few sentences: where saturated int8 products drifted most.
+    "Hey, it's been a while! I finally finished the pottery class last weekend and made a bowl for my mum. "
+    "It came out a bit lopsided but she loved it anyway.",
+    "Honestly work has been crazy lately. My boss keeps moving deadlines around and I've been staying late "
+    "most nights, so I haven't had much time for running.",
+    "We took the kids camping near the lake in August. It rained the whole second day, but we played cards "
+    "in the tent and roasted marshmallows once it cleared up.",
+    "That sounds amazing. I went to a support group meeting on Tuesday and talking to people who had been "
+    "through the same thing really helped me feel less alone.",
+    "My sister is getting married in Lisbon next spring, so I'm saving up for the flights and trying to "
+    "learn a bit of Portuguese before we go.",
+    "It was tough at first, but volunteering at the animal shelter on Saturdays has become the highlight of "
+    "my week. The cats there are so affectionate.",
 ]
 
 # What the channel ranges are measured on: none of CHECK, the same mix of kinds.
@@ -236,17 +255,19 @@ def build_int8(fp32: Path, target: Path, model: Any, min_cosine: float | None = 
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        quantize_dynamic(fused, str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(fused, str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          nodes_to_exclude=[node.name for node, kind in products if kind == "keep"],
                          extra_options={"DefaultTensorType": 1})  # the fused ops' outputs are float
         got = _OnnxRuntime(tmp, model).embed(CHECK)
-        agreement = float(np.min(np.sum(got * reference.embed(CHECK), axis=1)))
-        if agreement < min_cosine:
+        cosines = np.sum(got * reference.embed(CHECK), axis=1)
+        agreement, mean = float(np.min(cosines)), float(np.mean(cosines))
+        if agreement < min_cosine or mean < MIN_MEAN_COSINE:
             raise Rejected(
-                f"the int8 variant of {model.name} disagrees with fp32 on this machine "
-                f"(cosine {agreement:.4f} < {min_cosine}); use the fp32 model")
+                f"the int8 variant of {model.name} disagrees with fp32 on this machine (lowest cosine "
+                f"{agreement:.4f}, least {min_cosine}; mean {mean:.4f}, least {MIN_MEAN_COSINE}); use the fp32 model")
         os.replace(tmp, target)
-        logger.info("built the int8 variant of %s at %s (lowest cosine to fp32 %.4f)", model.name, target, agreement)
+        logger.info("built the int8 variant of %s at %s (cosine to fp32: lowest %.4f, mean %.4f)", model.name, target,
+                    agreement, mean)
         return agreement
     finally:
         tmp.unlink(missing_ok=True)
