@@ -62,6 +62,28 @@ def test_hybrid_finds_what_either_side_alone_misses(db_path):
     assert hybrid == {"Zorblax firmware needs an update", "Resides in Lisbon"}
 
 
+@pytest.mark.parametrize("shared, wins", [("new", "paraphrase"), ("zorblax", "shared word")])
+def test_one_shared_common_word_does_not_outrank_a_paraphrase_but_a_rare_one_does(db_path, shared, wins):
+    """In a store of 20 memories, a common word the question shares with one memory ("new") is weak
+    evidence: the paraphrase closer in meaning stays first. A word the model's vocabulary lacks
+    ("zorblax") is strong evidence in any store: its memory comes first, as before."""
+    embedder = FixedEmbedder()
+    question = f"Which language should I pick for the {shared} API server?"
+    paraphrase, other = "Prefers Go for backend services", f"Prefers PostgreSQL over MySQL for {shared} projects"
+    embedder.at(question, 1.0)
+    embedder.at(paraphrase, 0.5)
+    embedder.at(other, 0.3)
+    fillers = [f"Filler fact {chr(97 + i)} about gardening" for i in range(18)]  # cosine 0: [0, 0, 1]
+    memory = open_memory("alice", db_path, embedder=embedder)
+    memory.add_many([paraphrase, other, *fillers])
+    first, _cosine, keyword = memory.explain(question, top_k=1)[0]
+    assert first.text == (paraphrase if wins == "paraphrase" else other)
+    if wins == "paraphrase":
+        assert keyword == 0.0 and 0 < memory.explain(question, top_k=2)[1][2] < 0.5  # a share of the weight
+    else:
+        assert keyword == 1.0
+
+
 def test_keyword_statistics_are_the_users_own(db_path):
     # "coffee" is in every memory of bob's but in one of alice's: for alice it is a rare word.
     bob = open_memory("bob", db_path, embedder=HashEmbedder())

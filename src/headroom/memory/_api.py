@@ -91,7 +91,8 @@ class UserMemory:
 
     def explain(self, query: str, top_k: int = 5, category: Category | None = None) -> list[tuple[Memory, float, float]]:
         """As ``search``, each memory with why it ranks there: its cosine similarity and its keyword
-        score (BM25 over the user's memories, scaled so the query's best match is 1)."""
+        score (BM25 over the user's memories from 0 to 1: the query's best match is 1 when it is a
+        strong one, see ``_scoring.scale_keywords``)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("search query must be a non-empty string")
         if not is_encodable(query):

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ._models import CATEGORIES, Memory
-from ._scoring import Scoring, bm25, token_count
+from ._scoring import Scoring, bm25, scale_keywords, token_count
 
 logger = logging.getLogger(__name__)
 
@@ -203,18 +203,19 @@ class VectorIndex:
             self._signs[:, start:end] = signatures(rows)
         self._signed = end
 
-    def search(self, query: np.ndarray, top_k: int, category: str | None = None,
-               matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float]]:
+    def search(self, query: np.ndarray, top_k: int, category: str | None = None, matches: Sequence[np.ndarray] = (),
+               scoring: Scoring | None = None, rare: Sequence[bool] = ()) -> list[tuple[Memory, float]]:
         """The ``top_k`` best memories (of ``category``, if given), best first, each with its cosine.
 
         Every memory is ranked by ``scoring`` (by cosine alone without it); ``matches`` holds, for
-        each query word, the keys of the rows that have it, for the keyword score.
+        each query word, the keys of the rows that have it, for the keyword score; ``rare``, for each
+        word, whether it is uncommon (``_scoring.uncommon``).
         """
-        return [(memory, cosine) for memory, cosine, _ in self.ranked(query, top_k, category, matches, scoring)]
+        return [(memory, cosine) for memory, cosine, _ in self.ranked(query, top_k, category, matches, scoring, rare)]
 
-    def ranked(self, query: np.ndarray, top_k: int, category: str | None = None,
-               matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
-        """As ``search``, each with its cosine and its keyword score (0 to 1, the query's best is 1)."""
+    def ranked(self, query: np.ndarray, top_k: int, category: str | None = None, matches: Sequence[np.ndarray] = (),
+               scoring: Scoring | None = None, rare: Sequence[bool] = ()) -> list[tuple[Memory, float, float]]:
+        """As ``search``, each with its cosine and its keyword score (0 to 1: ``scale_keywords``)."""
         n = len(self._memories)
         if n == 0 or top_k <= 0:
             return []
@@ -222,7 +223,8 @@ class VectorIndex:
             cosines = query @ self._matrix[:, :n]
         rows = [self._rows(keys) for keys in matches] if matches else None
         return [(self._memories[i], cosine, keyword) for i, cosine, keyword in
-                rank(cosines, rows, self._lengths[:n], self._codes[:n], self._created[:n], top_k, category, scoring)]
+                rank(cosines, rows, self._lengths[:n], self._codes[:n], self._created[:n], top_k, category, scoring,
+                     rare)]
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows of the keys that are in this index (a memory waiting for its vector is not)."""
@@ -315,16 +317,18 @@ def category_codes(memories: Sequence[Memory]) -> np.ndarray:
 
 
 def rank(cosines: np.ndarray, rows_per_word: Sequence[np.ndarray] | None, lengths: np.ndarray, codes: np.ndarray,
-         created: np.ndarray, top_k: int, category: str | None, scoring: Scoring | None) -> list[tuple[int, float, float]]:
+         created: np.ndarray, top_k: int, category: str | None, scoring: Scoring | None,
+         rare: Sequence[bool] = ()) -> list[tuple[int, float, float]]:
     """The ranking rule, for any set of memories given as arrays: the ``top_k`` positions by
     ``scoring`` (cosine alone without it), each with its cosine and its keyword score (BM25 over
-    these memories for the words whose rows ``rows_per_word`` lists, scaled so the best is 1).
-    Memories not of ``category`` (when given) are left out."""
+    these memories for the words whose rows ``rows_per_word`` lists, scaled by ``scale_keywords``;
+    ``rare`` flags the words ``_scoring.uncommon`` finds). Memories not of ``category`` (when given)
+    are left out."""
     keywords = bm25(rows_per_word, lengths) if rows_per_word else None
     if keywords is not None and category is not None:
         keywords[codes != _CATEGORY_CODE[category]] = 0.0
-    best_keyword = float(keywords.max()) if keywords is not None else 0.0
-    scaled = keywords / np.float32(best_keyword) if keywords is not None and best_keyword > 0 else None
+    matched_rare = any(flag and len(rows) for flag, rows in zip(rare, rows_per_word or ()))
+    scaled = scale_keywords(keywords, matched_rare) if keywords is not None else None
     order = cosines if scoring is None else scoring.combine(cosines, scaled, created)
     if category is not None:
         order = np.where(codes == _CATEGORY_CODE[category], order, -np.inf)

@@ -29,7 +29,7 @@ import numpy as np
 from ._index import VectorIndex, category_codes, rank
 from ._models import Memory
 from ._rows import COLUMNS, SEARCHABLE, row_to_memory
-from ._scoring import Scoring, token_count
+from ._scoring import Scoring, token_count, uncommon
 
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
@@ -86,8 +86,8 @@ class DatabaseIndex(VectorIndex):
             return None
         return row_to_memory(rows[0][:-1]), float(rows[0][-1])
 
-    def ranked(self, query: np.ndarray, top_k: int, category: str | None = None,
-               matches: Sequence[np.ndarray] = (), scoring: Scoring | None = None) -> list[tuple[Memory, float, float]]:
+    def ranked(self, query: np.ndarray, top_k: int, category: str | None = None, matches: Sequence[np.ndarray] = (),
+               scoring: Scoring | None = None, rare: Sequence[bool] = ()) -> list[tuple[Memory, float, float]]:
         raise TypeError("a large user's search takes its words: ranked_words")
 
     def ranked_words(self, query: np.ndarray, top_k: int, category: str | None, words: Sequence[str],
@@ -117,9 +117,10 @@ class DatabaseIndex(VectorIndex):
         memories = [row_to_memory(r[:-2]) for r in rows]
         per_word = [np.asarray([position[k] for k in keys if k in position], dtype=np.intp) for keys in matches
                     if keys is not None]
+        flags = [flag for flag, keys in zip(uncommon(words), matches) if keys is not None]
         ranked = rank(np.asarray([r[-1] for r in rows], dtype=np.float32), per_word or None,
                       np.asarray([token_count(m.text) for m in memories], dtype=np.float32), category_codes(memories),
-                      np.asarray([m.created_at.timestamp() for m in memories]), top_k, category, scoring)
+                      np.asarray([m.created_at.timestamp() for m in memories]), top_k, category, scoring, flags)
         return [(memories[i], cosine, keyword) for i, cosine, keyword in ranked]
 
     def _word_rows(self, words: Sequence[str]) -> list[list[int] | None]:
