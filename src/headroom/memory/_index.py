@@ -209,7 +209,7 @@ class VectorIndex:
 
         Every memory is ranked by ``scoring`` (by cosine alone without it); ``matches`` holds, for
         each query word, the keys of the rows that have it, for the keyword score; ``rare``, for each
-        word, whether it is uncommon (``_scoring.uncommon``).
+        word, whether it is rare (``_scoring.rare_words``).
         """
         return [(memory, cosine) for memory, cosine, _ in self.ranked(query, top_k, category, matches, scoring, rare)]
 
@@ -322,7 +322,7 @@ def rank(cosines: np.ndarray, rows_per_word: Sequence[np.ndarray] | None, length
     """The ranking rule, for any set of memories given as arrays: the ``top_k`` positions by
     ``scoring`` (cosine alone without it), each with its cosine and its keyword score (BM25 over
     these memories for the words whose rows ``rows_per_word`` lists, scaled by ``scale_keywords``;
-    ``rare`` flags the words ``_scoring.uncommon`` finds). Memories not of ``category`` (when given)
+    ``rare`` flags the words ``_scoring.rare_words`` finds). Memories not of ``category`` (when given)
     are left out."""
     keywords = bm25(rows_per_word, lengths) if rows_per_word else None
     if keywords is not None and category is not None:

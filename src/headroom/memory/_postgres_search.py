@@ -29,7 +29,7 @@ import numpy as np
 from ._index import VectorIndex, category_codes, rank
 from ._models import Memory
 from ._rows import COLUMNS, SEARCHABLE, row_to_memory
-from ._scoring import Scoring, token_count, uncommon
+from ._scoring import Scoring, rare_words, token_count
 
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
@@ -117,7 +117,7 @@ class DatabaseIndex(VectorIndex):
         memories = [row_to_memory(r[:-2]) for r in rows]
         per_word = [np.asarray([position[k] for k in keys if k in position], dtype=np.intp) for keys in matches
                     if keys is not None]
-        flags = [flag for flag, keys in zip(uncommon(words), matches) if keys is not None]
+        flags = [flag for flag, keys in zip(rare_words(words), matches) if keys is not None]
         ranked = rank(np.asarray([r[-1] for r in rows], dtype=np.float32), per_word or None,
                       np.asarray([token_count(m.text) for m in memories], dtype=np.float32), category_codes(memories),
                       np.asarray([m.created_at.timestamp() for m in memories]), top_k, category, scoring, flags)

@@ -19,8 +19,8 @@ in bench/RESULTS.md, "Quantized embedding models"):
    attention's value weights instead of a ``Mul``: each output channel is a mean of one value channel.
    Weights use 7 bits of the 8 (``reduce_range``): on a CPU without VNNI (AVX2 only), onnxruntime
    multiplies uint8 by int8 with an instruction whose pairwise sums saturate at 16 bits, and full-
-   range weights overflowed it. On such a machine the 8-bit build lost 0.03 of LoCoMo's vector-only
-   recall@5, while every sentence of CHECK still agreed within 0.99 (bench/RESULTS.md).
+   range weights overflowed it. On such a machine the 8-bit build lost LoCoMo recall while every
+   sentence of CHECK still agreed within 0.99 (bench/RESULTS.md, "Session 14: 7-bit weights").
 
 The result is trusted only if every sentence of CHECK embeds within cosine ``min_cosine`` (0.99) of
 fp32 on this machine (int8 kernels differ between CPUs), and the mean within ``MIN_MEAN_COSINE``:

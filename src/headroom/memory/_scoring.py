@@ -22,7 +22,7 @@ import numpy as np
 from ._models import Memory
 
 __all__ = ["Scoring", "DEFAULT_SCORING", "content_words", "token_count", "bm25", "scale_keywords", "STOPWORDS",
-           "NEAR_DUPLICATE", "near_duplicate", "FULL_KEYWORD_MATCH", "uncommon"]
+           "NEAR_DUPLICATE", "near_duplicate", "FULL_KEYWORD_MATCH", "rare_words"]
 
 #: A new memory whose embedding has at least this cosine with one the user has is that memory, not
 #: a new one: rewordings ("Is vegetarian" / "Is a vegetarian" 0.988) score above it, different facts
@@ -97,38 +97,38 @@ def bm25(rows_per_word: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray
 #: its share of it. About two rare words of a few hundred memories, or one word in one memory of
 #: thousands. A word shared with one of 20 memories scores about 2.6: in a small store that is weak
 #: evidence, and at full weight a common word ("new", "project") put the memory that merely shared
-#: it above a paraphrase's (paraphrase hit@1 0.713 against 0.787 by meaning alone; with this bound
-#: 0.787, LoCoMo unchanged: bench/RESULTS.md, "Paraphrased questions").
+#: it above a paraphrase's (bench/RESULTS.md, "Paraphrased questions", session 14).
 FULL_KEYWORD_MATCH = 8.0
 
 
-def scale_keywords(scores: np.ndarray, uncommon_match: bool = False) -> np.ndarray | None:
+def scale_keywords(scores: np.ndarray, rare_match: bool = False) -> np.ndarray | None:
     """BM25 scores as keyword scores from 0 to 1 (None when nothing matched): over the best of
-    them, or over ``FULL_KEYWORD_MATCH`` when the best is weaker, unless ``uncommon_match`` (some
-    memory holds a word that ``uncommon`` flags: a name or a term like "Zorblax" is strong evidence
-    in a store of three memories too)."""
+    them, or over ``FULL_KEYWORD_MATCH`` when the best is weaker, unless ``rare_match`` (some
+    memory holds a word that ``rare_words`` flags: a name or a term like "Zorblax" is strong
+    evidence in a store of three memories too)."""
     best = float(scores.max()) if len(scores) else 0.0
     if best <= 0:
         return None
-    return scores / np.float32(best if uncommon_match else max(best, FULL_KEYWORD_MATCH))
+    return scores / np.float32(best if rare_match else max(best, FULL_KEYWORD_MATCH))
 
 
-def uncommon(words: Sequence[str]) -> list[bool]:
+def rare_words(words: Sequence[str]) -> list[bool]:
     """For each word, whether it is missing from the local embedding model's vocabulary: the ~20,000
     whole words of its WordPiece vocabulary are common English, so a word it has to split ("zorblax",
     "2023", a typo) is rare in any store, however small. Without the local model every word counts as
-    uncommon, which keeps the keyword scaling as it was before ``FULL_KEYWORD_MATCH``."""
+    rare, which keeps the keyword scaling as it was before ``FULL_KEYWORD_MATCH``."""
     vocabulary = _vocabulary()
     return [vocabulary is None or word not in vocabulary for word in words]
 
 
 @lru_cache(maxsize=1)
 def _vocabulary() -> frozenset[str] | None:
-    try:
-        from ._local_model import model_dir
+    from ._errors import EmbedderUnavailableError
+    from ._local_model import model_dir
 
+    try:
         return frozenset((model_dir() / "vocab.txt").read_text(encoding="utf-8").split())
-    except Exception:  # no local model (OpenAI embeddings only): no way to tell common words
+    except (EmbedderUnavailableError, OSError):  # no local model (OpenAI embeddings only): no way to tell
         return None
 
 
@@ -136,11 +136,11 @@ def _vocabulary() -> frozenset[str] | None:
 class Scoring:
     """Weights of the ranking: ``vector_weight * cosine + keyword_weight * keyword + recency``,
     where ``keyword`` is a memory's BM25 for the query's words over the best such score, or over
-    ``FULL_KEYWORD_MATCH`` if that is larger and no uncommon word matched (0 to 1: ``scale_keywords``).
+    ``FULL_KEYWORD_MATCH`` if that is larger and no rare word matched (0 to 1: ``scale_keywords``).
 
     ``keyword_weight=0`` gives pure vector search. Adding scores (rather than fusing ranks) keeps how
-    strong each match is: the best keyword match gets the full keyword weight, a memory sharing one
-    common word with the question a little, and a paraphrase the words miss keeps its cosine.
+    strong each match is: a strong best keyword match gets the full keyword weight, a memory sharing
+    one common word with the question a little, and a paraphrase the words miss keeps its cosine.
     """
 
     vector_weight: float = 1.0

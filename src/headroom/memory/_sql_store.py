@@ -33,7 +33,7 @@ from ._models import Memory, new_id, normalize_text
 from ._rows import COLUMNS as _COLUMNS
 from ._rows import SEARCHABLE
 from ._rows import row_to_memory as _row_to_memory
-from ._scoring import Scoring, near_duplicate, uncommon
+from ._scoring import Scoring, near_duplicate, rare_words
 from ._sql_queue import SQLJobQueue, finish_job
 
 __all__ = ["SQLStore", "check", "queue_check", "default_cache_bytes", "DEFAULT_INDEX_CACHE_MB"]
@@ -475,7 +475,7 @@ class SQLStore:
               words: Sequence[str], scoring: Scoring | None) -> list[tuple[Memory, float, float]]:
         """Rank with the user's index (a backend may search some users elsewhere)."""
         matches = self._matches(user_id, words, len(index)) if words else []
-        return index.ranked(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring, uncommon(words))
+        return index.ranked(np.asarray(query, dtype=np.float32), top_k, category, matches, scoring, rare_words(words))
 
     def owner(self, memory_id: str) -> str | None:
         found = self.query("SELECT user_id FROM memories WHERE id = ?", (memory_id,))
