@@ -9,8 +9,8 @@ Issue 18 asks for an int8 variant used by default if its embeddings agree with f
 on a fixed sentence set) and it keeps recall. This bench builds each variant from the cached fp32
 export (onnxruntime's quantizers; the weight-only ones need the ``onnx_ir`` package) into a
 temporary directory and prints, per variant, the lowest and mean cosine to fp32 over SENTENCES
-(mostly short, as queries and memories are, and six chat turns of a few sentences) and the p50 time to embed one
-11-token query through the library's own runtime class.
+(mostly short, as queries and memories are, and six chat turns of a few sentences) and the p50
+time to embed one 11-token query through the library's own runtime class.
 """
 
 from __future__ import annotations
