@@ -77,6 +77,22 @@ def test_search_ranks_every_row_by_the_scoring_and_returns_cosines():
     assert index.search(query, 5, category="preference", matches=matches, scoring=KEYWORDS_ONLY) == []
 
 
+@pytest.mark.parametrize("deleted", [False, True])
+def test_a_words_keys_find_their_rows_before_and_after_a_delete_moves_one(deleted):
+    """Keys map to rows by binary search while they ascend with the rows, and by lookup once a
+    delete has moved the last row into a hole; keys of other users' rows are dropped either way."""
+    rng = np.random.default_rng(4)
+    index, _ = filled(50, rng)
+    index.add([Memory(f"{99:032x}", "u", "late", "fact", NOW, NOW)], unit(rng.standard_normal((1, DIM))), [5000])
+    if deleted:
+        index.remove(f"{3:032x}")  # row 50 (key 5000) moves into row 3
+    keys = np.array([999, 1000, 1004, 1049, 1050, 5000, 7000])  # 999, 1050 and 7000 are not this index's
+    rows = index._rows(keys)
+    assert sorted(index._keys[r] for r in rows) == [1000, 1004, 1049, 5000]
+    assert (index._ascending_keys is False) == deleted
+    assert len(index._rows(np.array([], dtype=np.int64))) == 0
+
+
 def test_signatures_are_the_same_in_every_index():
     vectors = unit(np.random.default_rng(2).standard_normal((3, DIM)))
     assert signatures(vectors).shape == (SIGNATURE_BITS // 64, 3)

@@ -113,6 +113,10 @@ class VectorIndex:
         self._keys: list[int] = []
         self._row: dict[str, int] = {}
         self._row_of_key: dict[int, int] = {}
+        # The keys as an array, when they ascend with the rows (they do until a delete moves a row):
+        # then a word's keys find their rows by one binary search, not a dict lookup each. None:
+        # not built since the last write; False: not ascending.
+        self._ascending_keys: np.ndarray | bool | None = None
         self._signed = 0  # rows below this have their signature; the rest get it when ``nearest`` needs it
 
     def __len__(self) -> int:
@@ -151,6 +155,7 @@ class VectorIndex:
         self._created[start:end] = [m.created_at.timestamp() for m in memories]
         self._memories.extend(memories)
         self._keys.extend(keys)
+        self._ascending_keys = None
         self._row.update((m.id, row) for row, m in enumerate(memories, start))
         self._row_of_key.update((key, row) for row, key in enumerate(keys, start))
 
@@ -175,6 +180,7 @@ class VectorIndex:
         if row is None:
             return
         del self._row_of_key[self._keys[row]]
+        self._ascending_keys = None
         last = len(self._memories) - 1
         if row != last:
             moved = self._memories[last]
@@ -228,8 +234,15 @@ class VectorIndex:
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows of the keys that are in this index (a memory waiting for its vector is not)."""
-        found = np.fromiter(map(self._row_of_key.get, keys.tolist(), repeat(-1)), dtype=np.intp, count=len(keys))
-        return found[found >= 0]
+        if self._ascending_keys is None:
+            built = np.asarray(self._keys, dtype=np.int64)
+            self._ascending_keys = built if len(built) and bool(np.all(built[1:] > built[:-1])) else False
+        column = self._ascending_keys
+        if not isinstance(column, np.ndarray) or not len(keys):
+            found = np.fromiter(map(self._row_of_key.get, keys.tolist(), repeat(-1)), dtype=np.intp, count=len(keys))
+            return found[found >= 0]
+        rows = np.minimum(np.searchsorted(column, keys), len(column) - 1)
+        return rows[column[rows] == keys].astype(np.intp)
 
     def nearest(self, query: np.ndarray, min_score: float) -> tuple[Memory, float] | None:
         """The memory most similar to ``query`` if its cosine is at least ``min_score``.
