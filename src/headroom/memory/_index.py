@@ -234,11 +234,13 @@ class VectorIndex:
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows of the keys that are in this index (a memory waiting for its vector is not)."""
+        if not len(keys):
+            return np.empty(0, dtype=np.intp)
         if self._ascending_keys is None:
             built = np.asarray(self._keys, dtype=np.int64)
             self._ascending_keys = built if len(built) and bool(np.all(built[1:] > built[:-1])) else False
         column = self._ascending_keys
-        if not isinstance(column, np.ndarray) or not len(keys):
+        if not isinstance(column, np.ndarray):
             found = np.fromiter(map(self._row_of_key.get, keys.tolist(), repeat(-1)), dtype=np.intp, count=len(keys))
             return found[found >= 0]
         rows = np.minimum(np.searchsorted(column, keys), len(column) - 1)
